@@ -1,0 +1,106 @@
+"""Plain domain values shared by every layer. No SDK types, no I/O."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+# The "no specific role" app role id Entra uses for Default Access assignments.
+DEFAULT_ACCESS_ROLE_ID = "00000000-0000-0000-0000-000000000000"
+
+
+@dataclass(frozen=True, slots=True)
+class EntraUser:
+    """One Entra user as Graph returns it: Graph property names to JSON values."""
+
+    id: str
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.attributes.get(name, default)
+
+
+@dataclass(frozen=True, slots=True)
+class AppRole:
+    """An app role of the Salesforce enterprise app; its display name is a Salesforce profile name."""
+
+    id: str
+    display_name: str
+    value: str | None = None
+    is_enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class AppRoleAssignment:
+    """One row of the service principal's appRoleAssignedTo."""
+
+    id: str
+    principal_id: str
+    principal_type: Literal["User", "Group", "ServicePrincipal"]
+    app_role_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class EntraUserState:
+    """What provisioning needs to know about one user *now*.
+
+    `user` is None when the user no longer exists (hard-deleted or not found). `app_role_ids` are the
+    roles of the Salesforce app granted to the user directly or through a group it is a direct member of.
+    """
+
+    user_id: str
+    user: EntraUser | None
+    app_role_ids: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class UserChange:
+    """One object of a users/delta page. `removed` is Graph's @removed reason: 'changed' (soft delete)
+    or 'deleted' (permanent), None for a created or updated user."""
+
+    user_id: str
+    removed: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaPage:
+    """One page of users/delta. Exactly one of next_link and delta_link is set."""
+
+    changes: tuple[UserChange, ...]
+    next_link: str | None = None
+    delta_link: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SalesforceUser:
+    """A Salesforce User record: API field names to values (always includes Id)."""
+
+    id: str
+    fields: Mapping[str, Any]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.fields.get(name, default)
+
+
+@dataclass(frozen=True, slots=True)
+class UserLink:
+    """The sticky link from an Entra user to the Salesforce user it provisions, and what was last applied."""
+
+    entra_id: str
+    salesforce_id: str
+    applied_hash: str = ""
+    pending_email: str | None = None
+    last_outcome: str = ""
+    last_error_code: str | None = None
+    updated_at: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FailureRecord:
+    """A permanent failure, kept so the dead-letter handler knows the original reason and description."""
+
+    message_id: str
+    entra_id: str
+    action: str
+    code: str
+    description: str
+    occurred_at: str

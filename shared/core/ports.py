@@ -1,0 +1,116 @@
+"""The interfaces the services depend on. Adapters implement them; tests use real adapters against
+the emulators, or small fakes that implement the same Protocol. Directory, Salesforce and queue calls
+are async (the SDKs behind them do network I/O); the state store is sync (small, fast key lookups)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Protocol, Sequence
+
+from .errors import ProvisioningError
+from .messages import ReconcileMessage
+from .models import AppRole, AppRoleAssignment, DeltaPage, EntraUserState, FailureRecord, SalesforceUser, UserLink
+
+
+class Directory(Protocol):
+    """Microsoft Entra ID through Microsoft Graph."""
+
+    async def users_delta_page(self, link: str | None, select: Sequence[str]) -> DeltaPage:
+        """First page of users/delta with $select when link is None, else the page at a stored
+        nextLink/deltaLink. Raises DeltaTokenExpired when the link is no longer valid."""
+        ...
+
+    async def app_role_assignments(self, service_principal_id: str) -> list[AppRoleAssignment]:
+        """Every appRoleAssignedTo row of the Salesforce service principal (all pages)."""
+        ...
+
+    async def group_member_ids(self, group_id: str) -> list[str]:
+        """Object ids of the group's direct members that are users (all pages)."""
+        ...
+
+    async def app_roles(self, service_principal_id: str) -> list[AppRole]:
+        ...
+
+    async def user_state(self, user_id: str, select: Sequence[str], service_principal_id: str) -> EntraUserState:
+        """The user's selected attributes now, and the Salesforce app roles granted to it directly or
+        through a group it is a direct member of. user is None when Graph says 404."""
+        ...
+
+
+class Mailer(Protocol):
+    async def send_mail(self, sender: str, to: Sequence[str], subject: str, body: str) -> None:
+        """Returns once the mail service accepted the message (Graph sendMail 202); raises otherwise."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RecordResult:
+    """The outcome of one record of a collection write, in request order."""
+
+    salesforce_id: str | None
+    error: ProvisioningError | None = None
+
+
+class SalesforceOrg(Protocol):
+    async def find_users(
+        self, fields: Sequence[str], *, ids: Iterable[str] = (), usernames: Iterable[str] = ()
+    ) -> list[SalesforceUser]:
+        """Users whose Id is in ids or whose Username is in usernames (case-insensitive), with the given
+        fields, in as few SOQL queries as the URL length allows."""
+        ...
+
+    async def profile_ids(self) -> Mapping[str, str]:
+        """Profile Name → Id, queried once and cached."""
+        ...
+
+    async def create_users(self, records: Sequence[Mapping[str, Any]]) -> list[RecordResult]:
+        """composite/sobjects POST, up to 200 records per call, allOrNone=false."""
+        ...
+
+    async def update_users(self, records: Sequence[Mapping[str, Any]]) -> list[RecordResult]:
+        """composite/sobjects PATCH; each record carries its Id."""
+        ...
+
+
+class ReconcileQueue(Protocol):
+    async def send(self, messages: Sequence[ReconcileMessage], *, delay_seconds: float = 0) -> None:
+        """Send in as few batches as the size limit allows; delay schedules the enqueue. Raises on failure
+        (the caller must then not advance its checkpoint)."""
+        ...
+
+
+class StateStore(Protocol):
+    """Durable state: Azure Table Storage in Azure, SQLite locally. One contract test suite for both."""
+
+    def get_cursor(self, name: str) -> str | None:
+        ...
+
+    def set_cursor(self, name: str, value: str | None) -> None:
+        """None deletes the cursor."""
+        ...
+
+    def assignment_snapshot(self) -> dict[str, frozenset[str]]:
+        """User object id → app role ids, as last seen by the detect cycle."""
+        ...
+
+    def apply_assignment_changes(self, upserts: Mapping[str, frozenset[str]], removals: Iterable[str]) -> None:
+        ...
+
+    def get_link(self, entra_id: str) -> UserLink | None:
+        ...
+
+    def put_link(self, link: UserLink) -> None:
+        ...
+
+    def claim(self, key: str, owner: str, ttl_seconds: float) -> bool:
+        """Take a short lease on key (e.g. an Entra id) for owner; False while someone else holds an
+        unexpired lease. Used so two concurrent messages for one user never create two Salesforce users."""
+        ...
+
+    def release(self, key: str, owner: str) -> None:
+        ...
+
+    def record_failure(self, failure: FailureRecord) -> None:
+        ...
+
+    def get_failure(self, message_id: str) -> FailureRecord | None:
+        ...
