@@ -114,3 +114,7 @@ class StateStore(Protocol):
 
     def get_failure(self, message_id: str) -> FailureRecord | None:
         ...
+
+    def delete_failure(self, message_id: str) -> None:
+        """Forget a failure once it was reported, so a replayed message is processed afresh."""
+        ...

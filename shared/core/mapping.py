@@ -1,0 +1,141 @@
+"""Entra user → Salesforce User fields.
+
+A mapping is a list of `FieldMapping`s, each computing one Salesforce field from the user's Entra state.
+`default_salesforce_mapping()` reproduces the defaults of Entra's built-in Salesforce connector (see
+the README's table); a declarative mapping file can replace it without touching the rest of the engine.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+from .errors import PermanentError
+from .models import DEFAULT_ACCESS_ROLE_ID, AppRole, EntraUser
+
+# ProfileName is not a Salesforce field: the engine resolves it to ProfileId with one cached query.
+PROFILE_NAME = "ProfileName"
+
+
+@dataclass(frozen=True, slots=True)
+class MappingInput:
+    """Everything an expression may read: the user's Entra attributes and its resolved profile name."""
+
+    user: EntraUser
+    role_names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldMapping:
+    target: str
+    compute: Callable[[MappingInput], Any]
+    source_attributes: tuple[str, ...] = ()
+    default: Any = None
+    apply: Literal["always", "on-create"] = "always"
+    matching_priority: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeMapping:
+    """The whole mapping of one deployment."""
+
+    fields: tuple[FieldMapping, ...]
+
+    @property
+    def matching_field(self) -> str:
+        ranked = sorted((f for f in self.fields if f.matching_priority is not None), key=lambda f: f.matching_priority)
+        return ranked[0].target
+
+    @property
+    def source_attributes(self) -> tuple[str, ...]:
+        """The Graph properties to $select: what the mapping reads, plus what scoping needs."""
+        names = {"id", "accountEnabled", "userPrincipalName"}
+        for f in self.fields:
+            names.update(f.source_attributes)
+        return tuple(sorted(names))
+
+    @property
+    def salesforce_fields(self) -> tuple[str, ...]:
+        """Salesforce fields to read when matching and comparing."""
+        names = {"Id", "Username", "IsActive", "ProfileId", "Email"}
+        names.update("ProfileId" if f.target == PROFILE_NAME else f.target for f in self.fields)
+        return tuple(sorted(names))
+
+    def apply(self, source: MappingInput) -> dict[str, Any]:
+        """Compute every mapped field. Empty strings count as missing so defaults apply."""
+        out: dict[str, Any] = {}
+        for f in self.fields:
+            value = f.compute(source)
+            if value is None or value == "":
+                value = f.default
+            if value is not None:
+                out[f.target] = value
+        return out
+
+    def create_only_fields(self) -> frozenset[str]:
+        return frozenset(f.target for f in self.fields if f.apply == "on-create")
+
+
+def _attr(name: str) -> Callable[[MappingInput], Any]:
+    return lambda s: s.user.get(name)
+
+
+def _mid_upn_8(s: MappingInput) -> str | None:
+    upn = s.user.get("userPrincipalName")
+    return upn[:8] if upn else None
+
+
+def _locale(s: MappingInput) -> str | None:
+    lang = s.user.get("preferredLanguage")
+    return lang.replace("-", "_") if lang else None
+
+
+def _single_role(s: MappingInput) -> str | None:
+    return s.role_names[0] if s.role_names else None
+
+
+def default_salesforce_mapping() -> AttributeMapping:
+    """The connector's default mapping for Salesforce (Graph docs' objectMapping for salesforce.com)."""
+    return AttributeMapping(
+        fields=(
+            # The connector maps [userPrincipalName]; Salesforce wants usernames in lower case.
+            FieldMapping("Username", lambda s: (s.user.get("userPrincipalName") or "").lower() or None,
+                         ("userPrincipalName",), matching_priority=1),
+            FieldMapping("Alias", _mid_upn_8, ("userPrincipalName",)),
+            FieldMapping("Email", _attr("mail"), ("mail",)),
+            FieldMapping("FirstName", _attr("givenName"), ("givenName",)),
+            FieldMapping("LastName", _attr("surname"), ("surname",), default="."),
+            FieldMapping("LocaleSidKey", _locale, ("preferredLanguage",), default="en_US"),
+            FieldMapping(PROFILE_NAME, _single_role, default="Chatter Free User"),
+            FieldMapping("EmailEncodingKey", lambda s: None, default="ISO-8859-1"),
+            FieldMapping("LanguageLocaleKey", lambda s: None, default="en_US"),
+            FieldMapping("TimeZoneSidKey", lambda s: None, default="America/Los_Angeles"),
+        )
+    )
+
+
+def resolve_role_names(
+    app_role_ids: frozenset[str], roles: Mapping[str, AppRole], priority: Sequence[str]
+) -> tuple[str, ...]:
+    """The profile names of the user's assigned app roles, Default Access excluded.
+
+    Several different roles are resolved by `priority` (profile names, highest first); without a
+    priority that covers them it is an error, as with the connector's SingleAppRoleAssignment."""
+    names = sorted({roles[r].display_name for r in app_role_ids if r != DEFAULT_ACCESS_ROLE_ID and r in roles})
+    if len(names) <= 1:
+        return tuple(names)
+    ranked = [p for p in priority if p in names]
+    if ranked:
+        return (ranked[0],)
+    raise PermanentError(
+        "AmbiguousAppRoleAssignment",
+        f"user has {len(names)} different Salesforce app roles ({', '.join(names)}) and no profile priority "
+        "ranks them; set PROFILE_PRIORITY or keep one role per user",
+        system="mapping",
+    )
+
+
+def fields_hash(fields: Mapping[str, Any]) -> str:
+    """A stable digest of what was applied, stored on the link."""
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:32]

@@ -1,0 +1,101 @@
+"""Turn dead-lettered messages into one digest email per batch, with what failed and what to do.
+
+A batch of dead letters is completed only once the mail service accepted the digest: if sendMail
+fails, the handler raises and every message of the batch stays in the dead-letter queue."""
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Sequence
+
+from ..core.guidance import guidance_for
+from ..core.models import FailureRecord
+from ..core.ports import Mailer, StateStore
+
+log = logging.getLogger(__name__)
+
+MAX_LISTED = 1000  # beyond this a digest lists counts only; the rest stays visible in the logs
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    message_id: str
+    body: bytes
+    dead_letter_reason: str | None
+    dead_letter_description: str | None
+    delivery_count: int | None = None
+    enqueued_at: datetime | None = None
+
+
+class FailureNotifier:
+    def __init__(self, state: StateStore, mailer: Mailer, sender: str, recipients: Sequence[str]) -> None:
+        self._state = state
+        self._mailer = mailer
+        self._sender = sender
+        self._recipients = tuple(recipients)
+
+    async def notify(self, letters: Sequence[DeadLetter]) -> list[FailureRecord]:
+        if not letters:
+            return []
+        failures = [self._failure_for(letter) for letter in letters]
+        subject, body = compose_digest(failures)
+        await self._mailer.send_mail(self._sender, self._recipients, subject, body)
+        log.info("failure digest accepted for %d dead-lettered messages", len(failures))
+        for f in failures:
+            self._state.delete_failure(f.message_id)  # a replay of the message is then processed afresh
+        return failures
+
+    def _failure_for(self, letter: DeadLetter) -> FailureRecord:
+        """The recorded original failure; otherwise what the dead-letter properties say."""
+        recorded = self._state.get_failure(letter.message_id)
+        if recorded is not None:
+            return recorded
+        return FailureRecord(
+            message_id=letter.message_id,
+            entra_id=_entra_id_of(letter.body),
+            action="reconcile",
+            code=letter.dead_letter_reason or "DeadLettered",
+            description=letter.dead_letter_description or "no description",
+            occurred_at=letter.enqueued_at.isoformat() if letter.enqueued_at else "",
+        )
+
+
+def _entra_id_of(body: bytes) -> str:
+    try:
+        value = json.loads(body).get("entraId", "")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return ""
+    return value if isinstance(value, str) else ""
+
+
+def compose_digest(failures: Sequence[FailureRecord]) -> tuple[str, str]:
+    by_code: dict[str, list[FailureRecord]] = defaultdict(list)
+    for f in failures:
+        by_code[f.code].append(f)
+    codes = ", ".join(f"{code} ×{len(items)}" for code, items in sorted(by_code.items(), key=lambda kv: -len(kv[1])))
+    subject = f"Salesforce provisioning: {len(failures)} failure{'s' if len(failures) != 1 else ''} ({codes})"[:250]
+    lines = [
+        f"{len(failures)} provisioning operation(s) from Microsoft Entra ID to Salesforce failed and need attention.",
+        "Each user below was not changed in Salesforce by the failed operation.",
+        "",
+    ]
+    listed = 0
+    for code, items in sorted(by_code.items(), key=lambda kv: -len(kv[1])):
+        g = guidance_for(code)
+        lines += [f"== {code} ({g.connector_code}): {len(items)} user(s)", f"What to do: {g.advice}", ""]
+        for f in items:
+            if listed >= MAX_LISTED:
+                break
+            listed += 1
+            user = f.entra_id or "unknown user"
+            lines.append(f"- user {user}: {f.action} failed: {f.description}")
+            lines.append(f"  message {f.message_id}, at {f.occurred_at or 'unknown time'}")
+            if f.entra_id:
+                lines.append(f"  https://entra.microsoft.com/#view/Microsoft_AAD_UsersAndTenants/UserProfileMenuBlade/~/overview/userId/{f.entra_id}")
+        lines.append("")
+    if listed < len(failures):
+        lines.append(f"... and {len(failures) - listed} more; query the provisioning log in Application Insights.")
+    return subject, "\n".join(lines)

@@ -1,0 +1,306 @@
+"""Provision users: read each user's current Entra state, map, match in Salesforce, plan, apply.
+
+Level-triggered: a message only says "user X may have changed", so duplicates, replays and
+out-of-order delivery are harmless, and re-running on an unchanged user makes no Salesforce write.
+Shaped for batches: one Graph read per user, one SOQL query and at most one create and one update call
+(≤200 records each) per batch of users."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Mapping, Sequence
+
+from ..core.errors import InvalidMessage, PermanentError, ProvisioningError, TransientError
+from ..core.mapping import PROFILE_NAME, AttributeMapping, MappingInput, fields_hash, resolve_role_names
+from ..core.messages import ReconcileMessage
+from ..core.models import AppRole, EntraUserState, FailureRecord, SalesforceUser, UserLink
+from ..core.planning import Operation, match_user, out_of_scope_reason, plan_user
+from ..core.ports import Directory, ReconcileQueue, SalesforceOrg, StateStore
+from .audit import OperationRecord
+
+log = logging.getLogger(__name__)
+
+GRAPH_CONCURRENCY = 8  # parallel Graph reads per batch; Graph throttles per app+tenant
+APP_ROLES_TTL_SECONDS = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 6
+    base_seconds: float = 30.0
+    max_seconds: float = 3600.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Exponential backoff with ±20% jitter, never sooner than the service's Retry-After."""
+        backoff = min(self.max_seconds, self.base_seconds * 2**attempt) * random.uniform(0.8, 1.2)
+        return max(backoff, retry_after or 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisioningConfig:
+    service_principal_id: str
+    mapping: AttributeMapping
+    profile_priority: tuple[str, ...] = ()
+    lease_seconds: float = 120.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@dataclass(frozen=True, slots=True)
+class UserResult:
+    entra_id: str
+    operation: Operation | None = None
+    error: ProvisioningError | None = None
+
+    @property
+    def status(self) -> str:
+        if self.error is not None:
+            return "failure"
+        return "success" if self.operation is not None and self.operation.is_write else "skipped"
+
+
+class MessageFailed(Exception):
+    """The message must end in the dead-letter queue. The failure is recorded in state first, so the
+    dead-letter handler knows the original reason; redeliveries fail at once without new work."""
+
+    def __init__(self, failure: FailureRecord) -> None:
+        super().__init__(f"{failure.code}: message {failure.message_id} for {failure.entra_id or 'unknown user'}")
+        self.failure = failure
+
+
+@dataclass(slots=True)
+class _Work:
+    """One user's progress through a batch."""
+
+    entra_id: str
+    state: EntraUserState | None = None
+    desired: dict[str, Any] | None = None
+    match_value: str | None = None
+    scope_reason: str | None = None
+    link: UserLink | None = None
+    current: SalesforceUser | None = None
+    operation: Operation | None = None
+    error: ProvisioningError | None = None
+
+
+class Provisioner:
+    def __init__(
+        self,
+        directory: Directory,
+        org: SalesforceOrg,
+        state: StateStore,
+        queue: ReconcileQueue,
+        config: ProvisioningConfig,
+    ) -> None:
+        self._directory = directory
+        self._org = org
+        self._state = state
+        self._queue = queue
+        self._config = config
+        self._roles: Mapping[str, AppRole] = {}
+        self._roles_read_at = float("-inf")
+
+    # ---- message handling (settlement policy) -------------------------------------------------
+
+    async def handle_message(self, body: bytes | str, message_id: str) -> UserResult:
+        """Process one queue message. Returns normally when the message can be completed (applied,
+        nothing to do, or a retry was scheduled); raises MessageFailed when it must be dead-lettered."""
+        recorded = self._state.get_failure(message_id)
+        if recorded is not None:
+            log.info("message %s already failed with %s; waiting for dead-lettering", message_id, recorded.code)
+            raise MessageFailed(recorded)
+        try:
+            message = ReconcileMessage.from_json(body, message_id)
+        except InvalidMessage as exc:
+            raise MessageFailed(self._record_failure(message_id, "", "parse", exc)) from None
+
+        [result] = await self.reconcile([message.entra_id], message_id=message_id)
+        error = result.error
+        if error is None:
+            return result
+        action = result.operation.action if result.operation else "reconcile"
+        if error.transient and message.attempt < self._config.retry.max_attempts:
+            delay = self._config.retry.delay(message.attempt, error.retry_after)
+            await self._queue.send([message.retry()], delay_seconds=delay)
+            log.warning("entra=%s %s failed transiently (%s); retry %d in %.0f s",
+                        message.entra_id, action, error.code, message.attempt + 1, delay)
+            return result
+        if error.transient:
+            error = PermanentError("RetriesExhausted", f"gave up after {message.attempt + 1} attempts; last error "
+                                   f"{error.code}: {error.message}", system=error.system)
+        raise MessageFailed(self._record_failure(message_id, message.entra_id, action, error))
+
+    def _record_failure(self, message_id: str, entra_id: str, action: str, error: ProvisioningError) -> FailureRecord:
+        failure = FailureRecord(
+            message_id=message_id,
+            entra_id=entra_id,
+            action=action,
+            code=error.code,
+            description=error.message,
+            occurred_at=datetime.now(timezone.utc).isoformat(),
+        )
+        self._state.record_failure(failure)
+        log.error("message %s for entra=%s failed permanently: %s", message_id, entra_id or "-", error.code)
+        return failure
+
+    # ---- reconciliation -----------------------------------------------------------------------
+
+    async def reconcile(self, entra_ids: Sequence[str], *, apply: bool = True, message_id: str = "") -> list[UserResult]:
+        """Bring each user's Salesforce account in line with Entra. With apply=False nothing is written
+        anywhere (dry-run plan)."""
+        work = {i.lower(): _Work(i.lower()) for i in entra_ids}
+        owner = uuid.uuid4().hex
+        claimed: list[str] = []
+        started = time.monotonic()
+        try:
+            if apply:
+                for w in work.values():
+                    # Held for the whole read-plan-write so two messages for one user never both create.
+                    if self._state.claim(w.entra_id, owner, self._config.lease_seconds):
+                        claimed.append(w.entra_id)
+                    else:
+                        w.error = TransientError("UserBusy", "another worker is provisioning this user", system="lease")
+            pending = [w for w in work.values() if w.error is None]
+            await self._read_entra(pending)
+            await self._map(pending)
+            await self._plan(pending)
+            if apply:
+                await self._apply([w for w in pending if w.error is None])
+        finally:
+            for entra_id in claimed:
+                self._state.release(entra_id, owner)
+        elapsed_ms = (time.monotonic() - started) * 1000 / max(1, len(work))
+        results = [UserResult(w.entra_id, w.operation, w.error) for w in work.values()]
+        for r in results:
+            if apply:
+                self._audit(r, message_id, elapsed_ms)
+        return results
+
+    async def _app_roles(self) -> Mapping[str, AppRole]:
+        if time.monotonic() - self._roles_read_at > APP_ROLES_TTL_SECONDS:
+            roles = await self._directory.app_roles(self._config.service_principal_id)
+            self._roles = {r.id: r for r in roles}
+            self._roles_read_at = time.monotonic()
+        return self._roles
+
+    async def _read_entra(self, work: list[_Work]) -> None:
+        select = self._config.mapping.source_attributes
+        gate = asyncio.Semaphore(GRAPH_CONCURRENCY)
+
+        async def read(w: _Work) -> None:
+            async with gate:
+                try:
+                    w.state = await self._directory.user_state(w.entra_id, select, self._config.service_principal_id)
+                except ProvisioningError as exc:
+                    w.error = exc
+
+        await asyncio.gather(*(read(w) for w in work))
+
+    async def _map(self, work: list[_Work]) -> None:
+        mapping = self._config.mapping
+        roles = await self._app_roles() if work else {}
+        profile_ids: Mapping[str, str] | None = None
+        for w in work:
+            if w.error is not None or w.state is None:
+                continue
+            w.link = self._state.get_link(w.entra_id)
+            w.scope_reason = out_of_scope_reason(w.state)
+            if w.scope_reason is not None or w.state.user is None:
+                continue
+            try:
+                role_names = resolve_role_names(w.state.app_role_ids, roles, self._config.profile_priority)
+                mapped = mapping.apply(MappingInput(w.state.user, role_names))
+                if PROFILE_NAME in mapped:
+                    profile_ids = profile_ids if profile_ids is not None else await self._org.profile_ids()
+                    name = mapped.pop(PROFILE_NAME)
+                    if name not in profile_ids:
+                        raise PermanentError("ProfileNotFound", f"no Salesforce profile named {name!r}", system="mapping")
+                    mapped["ProfileId"] = profile_ids[name]
+            except ProvisioningError as exc:
+                w.error = exc
+                continue
+            w.desired = mapped
+            w.match_value = mapped.get(mapping.matching_field)
+
+    async def _plan(self, work: list[_Work]) -> None:
+        live = [w for w in work if w.error is None and w.state is not None]
+        ids = {w.link.salesforce_id for w in live if w.link}
+        values = {w.match_value for w in live if w.match_value}
+        found: list[SalesforceUser] = []
+        if ids or values:
+            try:
+                found = await self._org.find_users(self._config.mapping.salesforce_fields, ids=ids, usernames=values)
+            except ProvisioningError as exc:
+                for w in live:
+                    w.error = exc
+                return
+        by_id = {u.id: u for u in found}
+        field_name = self._config.mapping.matching_field
+        by_value = {str(u.get(field_name)).lower(): u for u in found if u.get(field_name)}
+        create_only = self._config.mapping.create_only_fields()
+        for w in live:
+            w.current = match_user(w.link, w.match_value, by_id, by_value)
+            w.operation = plan_user(w.entra_id, w.desired, w.current, w.link, create_only=create_only,
+                                    scope_reason=w.scope_reason or "")
+
+    async def _apply(self, work: list[_Work]) -> None:
+        creates = [w for w in work if w.operation and w.operation.action == "create"]
+        updates = [w for w in work if w.operation and w.operation.is_write and w.operation.action != "create"]
+        for batch, call in ((creates, self._org.create_users), (updates, self._org.update_users)):
+            if not batch:
+                continue
+            try:
+                results = await call([w.operation.record for w in batch])  # type: ignore[union-attr]
+            except ProvisioningError as exc:
+                for w in batch:
+                    w.error = exc
+                continue
+            for w, result in zip(batch, results, strict=True):
+                if result.error is not None:
+                    w.error = result.error
+                else:
+                    self._link(w, result.salesforce_id or w.operation.salesforce_id)  # type: ignore[union-attr]
+        for w in work:
+            if w.operation and w.operation.action == "noop" and w.desired is not None:
+                self._link(w, w.operation.salesforce_id)  # adopt a matched user, or settle a pending email
+
+    def _link(self, w: _Work, salesforce_id: str | None) -> None:
+        op = w.operation
+        assert op is not None and salesforce_id
+        pending = w.link.pending_email if w.link else None
+        if op.action == "create":
+            pending = None
+        elif "Email" in op.changes:
+            pending = op.changes["Email"][1]  # Salesforce holds it until the new owner confirms
+        elif pending is not None and w.current is not None and w.current.get("Email") == pending:
+            pending = None  # confirmed
+        link = UserLink(
+            entra_id=w.entra_id,
+            salesforce_id=salesforce_id,
+            applied_hash=fields_hash(w.desired or {}),
+            pending_email=pending,
+            last_outcome=op.action,
+            updated_at=datetime.now(timezone.utc).isoformat(),
+        )
+        unchanged = w.link is not None and (w.link.salesforce_id, w.link.applied_hash, w.link.pending_email) == (
+            link.salesforce_id, link.applied_hash, link.pending_email)
+        if op.is_write or not unchanged:
+            self._state.put_link(link)
+
+    def _audit(self, result: UserResult, message_id: str, duration_ms: float) -> None:
+        op = result.operation
+        OperationRecord(
+            action=op.action if op else "reconcile",
+            status=result.status if not (result.error and result.error.transient) else "retrying",
+            entra_id=result.entra_id,
+            salesforce_id=op.salesforce_id if op else None,
+            modified_properties=tuple(sorted(op.changes)) if op else (),
+            error_code=result.error.code if result.error else None,
+            reason=op.reason if op else "",
+            message_id=message_id,
+            duration_ms=round(duration_ms, 1),
+        ).emit()

@@ -1,0 +1,125 @@
+"""One typed, validated settings object, read from the environment (app settings in Azure,
+local.settings.json / the CLI locally). Invalid settings fail at start with one error listing every
+problem. Secrets are SecretStr: their values never appear in reprs or logs."""
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .core.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=True)
+
+    # Microsoft Graph (Entra ID). Endpoint from settings so national clouds and the emulator work.
+    GRAPH_BASE_URL: str = "https://graph.microsoft.com/v1.0"
+    AZURE_CLIENT_ID: str | None = None  # user-assigned managed identity; None: DefaultAzureCredential
+    GRAPH_DEV_TOKEN: SecretStr | None = None  # emulator only; refused for non-loopback endpoints
+    SALESFORCE_SERVICE_PRINCIPAL_ID: str  # object id of the Salesforce enterprise app's service principal
+
+    # Salesforce
+    SALESFORCE_AUTH_MODE: Literal["jwt", "client_credentials", "password", "access_token"] = "jwt"
+    SALESFORCE_INSTANCE_URL: str | None = None
+    SALESFORCE_DOMAIN: str = "login"  # login, test, or <name>.my (My Domain)
+    SALESFORCE_CONSUMER_KEY: str | None = None
+    SALESFORCE_CONSUMER_SECRET: SecretStr | None = None
+    SALESFORCE_USERNAME: str | None = None
+    SALESFORCE_PRIVATE_KEY: SecretStr | None = None
+    SALESFORCE_PASSWORD: SecretStr | None = None
+    SALESFORCE_SECURITY_TOKEN: SecretStr | None = None
+    SALESFORCE_ACCESS_TOKEN: SecretStr | None = None
+    SALESFORCE_CA_BUNDLE: str | None = None  # a local test CA (emulator); never needed in Azure
+    SALESFORCE_API_VERSION: str = "59.0"
+
+    # Service Bus: identity-based in Azure (…__fullyQualifiedNamespace), a connection string locally.
+    SERVICEBUS_CONNECTION_STRING: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("ServiceBusConnection", "SERVICEBUS_CONNECTION_STRING")
+    )
+    SERVICEBUS_NAMESPACE: str | None = Field(
+        None, validation_alias=AliasChoices("ServiceBusConnection__fullyQualifiedNamespace", "SERVICEBUS_NAMESPACE")
+    )
+    SERVICEBUS_QUEUE_NAME: str = "provision-users"
+
+    # State: Table Storage in Azure (endpoint + managed identity), SQLite locally.
+    STATE_TABLE_ENDPOINT: str | None = None
+    STATE_TABLE_CONNECTION_STRING: SecretStr | None = None
+    STATE_SQLITE_PATH: str | None = None
+    STATE_TABLE_PREFIX: str = "provisioning"
+
+    # Failure emails (Graph sendMail from a mailbox the app may send as).
+    NOTIFY_SENDER: str | None = None
+    NOTIFY_RECIPIENTS: str = ""  # comma-separated
+
+    # Change notifications
+    GRAPH_CLIENT_STATE: SecretStr | None = None
+
+    # Behaviour
+    PROFILE_PRIORITY: str = ""  # comma-separated profile names, highest first, for users with several roles
+    RETRY_MAX_ATTEMPTS: int = Field(6, ge=0, le=20)
+    RETRY_BASE_SECONDS: float = Field(30.0, gt=0)
+    RETRY_MAX_SECONDS: float = Field(3600.0, gt=0)
+    LEASE_SECONDS: float = Field(120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Settings":
+        problems: list[str] = []
+        if self.GRAPH_DEV_TOKEN is not None and not is_loopback_url(self.GRAPH_BASE_URL):
+            problems.append("GRAPH_DEV_TOKEN is for the local emulator only; GRAPH_BASE_URL is not a loopback address")
+        need = {
+            "jwt": ("SALESFORCE_CONSUMER_KEY", "SALESFORCE_USERNAME", "SALESFORCE_PRIVATE_KEY"),
+            "client_credentials": ("SALESFORCE_CONSUMER_KEY", "SALESFORCE_CONSUMER_SECRET"),
+            "password": ("SALESFORCE_USERNAME", "SALESFORCE_PASSWORD", "SALESFORCE_SECURITY_TOKEN"),
+            "access_token": ("SALESFORCE_INSTANCE_URL", "SALESFORCE_ACCESS_TOKEN"),
+        }[self.SALESFORCE_AUTH_MODE]
+        problems += [f"{n} is required when SALESFORCE_AUTH_MODE={self.SALESFORCE_AUTH_MODE}" for n in need if getattr(self, n) is None]
+        if self.SALESFORCE_AUTH_MODE == "client_credentials" and self.SALESFORCE_DOMAIN in ("login", "test"):
+            problems.append("SALESFORCE_DOMAIN must be your My Domain (<name>.my) for client_credentials")
+        if not (self.SERVICEBUS_CONNECTION_STRING or self.SERVICEBUS_NAMESPACE):
+            problems.append("set ServiceBusConnection__fullyQualifiedNamespace (Azure) or ServiceBusConnection (local)")
+        if not (self.STATE_TABLE_ENDPOINT or self.STATE_TABLE_CONNECTION_STRING or self.STATE_SQLITE_PATH):
+            problems.append("set STATE_TABLE_ENDPOINT (Azure), STATE_TABLE_CONNECTION_STRING or STATE_SQLITE_PATH (local)")
+        if self.NOTIFY_RECIPIENTS and not self.NOTIFY_SENDER:
+            problems.append("NOTIFY_SENDER is required when NOTIFY_RECIPIENTS is set")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def profile_priority(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.PROFILE_PRIORITY.split(",") if p.strip())
+
+    @property
+    def notify_recipients(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.NOTIFY_RECIPIENTS.split(",") if p.strip())
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate; on failure raise one ConfigurationError naming every problem (names only)."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors(include_input=False, include_url=False)
+        ]
+        raise ConfigurationError("invalid settings: " + " | ".join(problems)) from None
+    log.info("settings loaded: %s", ", ".join(sorted(k for k, v in settings.model_dump().items() if v not in (None, ""))))
+    return settings
