@@ -1,0 +1,59 @@
+import pytest
+
+from shared.core.errors import PermanentError
+from shared.core.mapping import MappingInput, default_salesforce_mapping, fields_hash, resolve_role_names
+from shared.core.models import AppRole, EntraUser
+
+ROLES = {
+    "r-std": AppRole("r-std", "Standard User"),
+    "r-adm": AppRole("r-adm", "System Administrator"),
+    "00000000-0000-0000-0000-000000000000": AppRole("00000000-0000-0000-0000-000000000000", "Default Access"),
+}
+
+
+def apply(attrs, roles=("Standard User",)):
+    return default_salesforce_mapping().apply(MappingInput(EntraUser("e1", attrs), tuple(roles)))
+
+
+def test_connector_defaults_for_a_full_user():
+    out = apply({"userPrincipalName": "O'Brien.Long@Contoso.com", "mail": "obrien@contoso.com",
+                 "givenName": "Seán", "surname": "O'Brien", "preferredLanguage": "de-DE"})
+    assert out == {
+        "Username": "o'brien.long@contoso.com",
+        "Alias": "O'Brien.",
+        "Email": "obrien@contoso.com",
+        "FirstName": "Seán",
+        "LastName": "O'Brien",
+        "LocaleSidKey": "de_DE",
+        "ProfileName": "Standard User",
+        "EmailEncodingKey": "ISO-8859-1",
+        "LanguageLocaleKey": "en_US",
+        "TimeZoneSidKey": "America/Los_Angeles",
+    }
+
+
+def test_defaults_fill_missing_values_and_missing_mail_stays_missing():
+    out = apply({"userPrincipalName": "x@contoso.com", "surname": "", "preferredLanguage": None}, roles=())
+    assert out["LastName"] == "."
+    assert out["LocaleSidKey"] == "en_US"
+    assert out["ProfileName"] == "Chatter Free User"
+    assert "Email" not in out and "FirstName" not in out
+
+
+def test_select_and_salesforce_fields_cover_the_mapping():
+    m = default_salesforce_mapping()
+    assert {"userPrincipalName", "mail", "givenName", "surname", "preferredLanguage", "accountEnabled"} <= set(m.source_attributes)
+    assert "ProfileName" not in m.salesforce_fields and "ProfileId" in m.salesforce_fields
+    assert m.matching_field == "Username"
+
+
+def test_role_resolution_ignores_default_access_and_uses_priority():
+    assert resolve_role_names(frozenset({"r-std", "00000000-0000-0000-0000-000000000000"}), ROLES, ()) == ("Standard User",)
+    assert resolve_role_names(frozenset({"r-std", "r-adm"}), ROLES, ("Standard User", "System Administrator")) == ("Standard User",)
+    with pytest.raises(PermanentError) as err:
+        resolve_role_names(frozenset({"r-std", "r-adm"}), ROLES, ())
+    assert err.value.code == "AmbiguousAppRoleAssignment"
+
+
+def test_fields_hash_is_order_independent():
+    assert fields_hash({"a": 1, "b": "x"}) == fields_hash({"b": "x", "a": 1}) != fields_hash({"a": 2, "b": "x"})
