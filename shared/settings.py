@@ -65,8 +65,8 @@ class Settings(BaseSettings):
     STATE_TABLE_PREFIX: str = "provisioning"
 
     # Failure emails (Graph sendMail from a mailbox the app may send as).
-    NOTIFY_SENDER: str | None = None
-    NOTIFY_RECIPIENTS: str = ""  # comma-separated
+    NOTIFY_SENDER: str  # a mailbox the app may send as (restrict Mail.Send to it)
+    NOTIFY_RECIPIENTS: str  # comma-separated
 
     # Change notifications
     GRAPH_CLIENT_STATE: SecretStr | None = None
@@ -96,8 +96,8 @@ class Settings(BaseSettings):
             problems.append("set ServiceBusConnection__fullyQualifiedNamespace (Azure) or ServiceBusConnection (local)")
         if not (self.STATE_TABLE_ENDPOINT or self.STATE_TABLE_CONNECTION_STRING or self.STATE_SQLITE_PATH):
             problems.append("set STATE_TABLE_ENDPOINT (Azure), STATE_TABLE_CONNECTION_STRING or STATE_SQLITE_PATH (local)")
-        if self.NOTIFY_RECIPIENTS and not self.NOTIFY_SENDER:
-            problems.append("NOTIFY_SENDER is required when NOTIFY_RECIPIENTS is set")
+        if not self.notify_recipients:
+            problems.append("NOTIFY_RECIPIENTS must name at least one address: dead letters wait until a mail is accepted")
         if problems:
             raise ValueError("; ".join(problems))
         return self

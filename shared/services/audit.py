@@ -1,5 +1,5 @@
 """The provisioning log: one structured record per operation and per cycle, like Entra's provisioning
-logs. Emitted on the `provisioning.audit` logger with the record's fields in `extra["audit"]`, so
+logs. Emitted on this module's logger with the record's fields in `extra["audit"]`, so
 Application Insights gets them as custom dimensions and local tools can collect them. Ids and field
 names only: never names, emails or secrets."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-audit_log = logging.getLogger("provisioning.audit")
+audit_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

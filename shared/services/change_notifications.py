@@ -1,0 +1,87 @@
+"""Accept Graph change notifications for users and enqueue the users they name.
+
+Graph drops webhooks that answer slowly, so this only validates and enqueues; the provisioning
+function does the work. clientState is compared in constant time; items that fail the check are
+dropped and logged (without their content), and the caller still answers 202 so a forger learns
+nothing."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from ..core.messages import ReconcileMessage, is_object_id
+from ..core.ports import ReconcileQueue
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1_000_000  # Graph batches at most a few hundred small notifications
+
+
+class MalformedNotification(ValueError):
+    """The body is not a Graph change-notification collection."""
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationResult:
+    accepted: int
+    rejected: int
+    enqueued: int
+
+
+def _user_id(item: dict[str, Any]) -> str | None:
+    data = item.get("resourceData")
+    if isinstance(data, dict) and is_object_id(data.get("id")):
+        return data["id"].lower()
+    resource = item.get("resource")
+    if isinstance(resource, str):
+        tail = resource.rstrip("/").rsplit("/", 1)[-1]
+        if resource.lower().startswith("users/") and is_object_id(tail):
+            return tail.lower()
+    return None
+
+
+class ChangeNotificationReceiver:
+    def __init__(self, queue: ReconcileQueue, client_state: str) -> None:
+        if not client_state:
+            raise ValueError("a clientState secret is required to accept change notifications")
+        self._queue = queue
+        self._client_state = client_state.encode()
+
+    async def accept(self, body: bytes) -> NotificationResult:
+        if len(body) > MAX_BODY_BYTES:
+            raise MalformedNotification(f"body of {len(body)} bytes exceeds {MAX_BODY_BYTES}")
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise MalformedNotification("body is not JSON") from None
+        items = payload.get("value") if isinstance(payload, dict) else None
+        if not isinstance(items, list):
+            raise MalformedNotification("body has no 'value' array")
+        bucket = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M")
+        user_ids: dict[str, str] = {}
+        rejected = 0
+        for item in items:
+            if not isinstance(item, dict) or not self._client_state_matches(item.get("clientState")):
+                rejected += 1
+                continue
+            user_id = _user_id(item)
+            if user_id is None:
+                rejected += 1
+                continue
+            # Same notification re-delivered by Graph within the minute → same message id → dropped.
+            cause = hashlib.sha256(json.dumps(item, sort_keys=True).encode()).hexdigest()[:16] + bucket
+            user_ids.setdefault(user_id, cause)
+        if rejected:
+            log.warning("dropped %d of %d change notifications (clientState mismatch or no user id)", rejected, len(items))
+        messages = [ReconcileMessage.new(u, "notification", cause) for u, cause in user_ids.items()]
+        await self._queue.send(messages)
+        return NotificationResult(accepted=len(items) - rejected, rejected=rejected, enqueued=len(messages))
+
+    def _client_state_matches(self, value: object) -> bool:
+        candidate = value.encode() if isinstance(value, str) else b""
+        return hmac.compare_digest(candidate, self._client_state)
