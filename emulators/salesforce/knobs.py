@@ -1,0 +1,92 @@
+"""Test knobs of the emulated org: injected faults, per-call latency, and API call counters."""
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+# kind → (HTTP status, errorCode, message); "html503" and "hang" are handled by the server.
+FAULT_KINDS: dict[str, tuple[int, str, str]] = {
+    "lock": (400, "UNABLE_TO_LOCK_ROW", "unable to obtain exclusive access to this record or 1 records: 005000000000001"),
+    "limit": (403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."),
+    "unavailable": (503, "SERVER_UNAVAILABLE", "Server too busy"),
+    "html503": (503, "", "<html><head><title>Service Unavailable</title></head>"
+                "<body><h1>We are down for maintenance.</h1></body></html>"),
+    "hang": (0, "", ""),
+}
+
+
+class Faults:
+    """Which calls fail and how. `fail_next` queues faults for the next calls; `fail_rate` fails a random
+    share of calls (seeded, so a run is repeatable); `latency` delays every call; a "hang" fault waits
+    `hang_seconds` (longer than the client's timeout) before answering."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queued: list[str] = []
+        self._rates: dict[str, float] = {}
+        self._random = random.Random(0)
+        self.latency = 0.0
+        self.hang_seconds = 30.0
+
+    def fail_next(self, kind: str, count: int = 1) -> None:
+        _check_kind(kind)
+        with self._lock:
+            self._queued.extend([kind] * count)
+
+    def fail_rate(self, kind: str, rate: float, seed: int = 0) -> None:
+        _check_kind(kind)
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"rate must be within 0..1, got {rate}")
+        with self._lock:
+            self._rates[kind] = rate
+            self._random.seed(seed)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._queued.clear()
+            self._rates.clear()
+        self.latency = 0.0
+
+    def draw(self) -> str | None:
+        """The fault for the call being served now, if any."""
+        with self._lock:
+            if self._queued:
+                return self._queued.pop(0)
+            for kind, rate in self._rates.items():
+                if self._random.random() < rate:
+                    return kind
+        return None
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in FAULT_KINDS:
+        raise ValueError(f"unknown fault kind {kind!r}; one of {sorted(FAULT_KINDS)}")
+
+
+@dataclass
+class CallCounter:
+    """Every API request the emulator served: total, by kind (query, query_more, composite_create, ...)
+    and writes (POST/PATCH/DELETE). Thread-safe; `snapshot()` for assertions."""
+
+    total: int = 0
+    writes: int = 0
+    by_kind: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, kind: str, is_write: bool) -> int:
+        with self._lock:
+            self.total += 1
+            self.writes += int(is_write)
+            self.by_kind[kind] += 1
+            return self.total
+
+    def reset(self) -> None:
+        with self._lock:
+            self.total = self.writes = 0
+            self.by_kind.clear()
+
+    def snapshot(self) -> dict[str, object]:
+        with self._lock:
+            return {"total": self.total, "writes": self.writes, "by_kind": dict(self.by_kind)}

@@ -1,0 +1,407 @@
+"""An in-memory Salesforce org: profiles, licence pools and users, with the validation rules a real org
+applies to User writes. Tests and the demo use it directly; the HTTP server in `server.py` exposes it."""
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
+
+from . import soql
+from .knobs import CallCounter, Faults
+from .schema import (
+    FIELD_LABELS,
+    PROFILE_FIELDS,
+    REQUIRED_ON_CREATE,
+    RESTRICTED_PICKLISTS,
+    USER_BOOLEAN_FIELDS,
+    USER_FIELDS,
+    USER_READ_ONLY_FIELDS,
+    USER_STRING_FIELDS,
+    canonical_names,
+)
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_ID_SUFFIX = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+_USER_NAMES = canonical_names(USER_FIELDS)
+_QUERY_SCHEMA = {"User": _USER_NAMES, "Profile": canonical_names(PROFILE_FIELDS)}
+
+DEFAULT_LICENSES = {"Salesforce": 10, "Chatter Free": 5000}
+DEFAULT_PROFILES = {
+    "System Administrator": "Salesforce",
+    "Standard User": "Salesforce",
+    "Read Only": "Salesforce",
+    "Chatter Free User": "Chatter Free",
+}
+
+
+class RecordError(Exception):
+    """A write Salesforce would refuse: one errorCode, its message and the fields concerned."""
+
+    def __init__(self, code: str, message: str, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.fields = list(fields)
+
+
+class UsernameRegistry:
+    """Usernames are unique across every Salesforce org (case-insensitive), inactive users included.
+    Share one registry between EmulatedOrg instances to model several orgs; `reserve` pre-seeds names
+    taken in some org the tests never see."""
+
+    _ELSEWHERE = "another org"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owners: dict[str, str] = {}
+
+    def reserve(self, *usernames: str) -> None:
+        with self._lock:
+            for name in usernames:
+                self._owners.setdefault(name.casefold(), self._ELSEWHERE)
+
+    def claim(self, username: str, owner: str) -> bool:
+        with self._lock:
+            return self._owners.setdefault(username.casefold(), owner) == owner
+
+    def release(self, username: str, owner: str) -> None:
+        with self._lock:
+            if self._owners.get(username.casefold()) == owner:
+                del self._owners[username.casefold()]
+
+    def owner_of(self, username: str) -> str | None:
+        with self._lock:
+            return self._owners.get(username.casefold())
+
+
+@dataclass(frozen=True)
+class Profile:
+    id: str
+    name: str
+    license: str
+
+
+def salesforce_id(prefix: str, pod: str, number: int) -> str:
+    """An 18-character id: 3-char key prefix, 3-char pod, 9-digit counter, then the case-safe suffix."""
+    base = f"{prefix}{pod}{number:09d}"
+    suffix = ""
+    for chunk in (base[0:5], base[5:10], base[10:15]):
+        bits = sum(1 << i for i, ch in enumerate(chunk) if "A" <= ch <= "Z")
+        suffix += _ID_SUFFIX[bits]
+    return base + suffix
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+
+
+class EmulatedOrg:
+    """One org. Every public method is thread-safe (the server runs on its own thread).
+
+    Users are plain dicts keyed by API field name. An Email change is held in `pending_email` until
+    `confirm_email`, as Salesforce does; `expire_session` makes the next request(s) fail with
+    INVALID_SESSION_ID; `faults` and `calls` are the test knobs and counters."""
+
+    def __init__(
+        self,
+        *,
+        registry: UsernameRegistry | None = None,
+        licenses: Mapping[str, int] = DEFAULT_LICENSES,
+        profiles: Mapping[str, str] = DEFAULT_PROFILES,
+        dev_token: str = "emulator-dev-token",
+        daily_api_limit: int = 15000,
+        query_page_size: int = 2000,
+    ) -> None:
+        self.registry = registry or UsernameRegistry()
+        self.dev_token = dev_token
+        self.daily_api_limit = daily_api_limit
+        self.query_page_size = query_page_size
+        self.faults = Faults()
+        self.calls = CallCounter()
+        self._owner = f"org-{uuid.uuid4().hex[:8]}"
+        self._lock = threading.RLock()
+        self._pod = "5" + uuid.uuid4().hex[:2].upper()
+        self._numbers = itertools.count(1)
+        self._licenses: dict[str, int] = dict(licenses)
+        self._profiles: dict[str, Profile] = {}
+        self._users: dict[str, dict[str, Any]] = {}  # 15-char id → fields
+        self._pending_email: dict[str, str] = {}
+        self._expired_sessions = 0
+        for name, license in profiles.items():
+            self.add_profile(name, license)
+
+    # -- profiles and licences
+    def add_profile(self, name: str, license: str = "Salesforce") -> str:
+        with self._lock:
+            if license not in self._licenses:
+                raise ValueError(f"unknown user licence {license!r}; known: {sorted(self._licenses)}")
+            profile = Profile(salesforce_id("00e", self._pod, next(self._numbers)), name, license)
+            self._profiles[profile.id[:15]] = profile
+            return profile.id
+
+    def profile_id(self, name: str) -> str:
+        with self._lock:
+            return next(p.id for p in self._profiles.values() if p.name == name)
+
+    def set_license_pool(self, license: str, total: int) -> None:
+        with self._lock:
+            self._licenses[license] = total
+
+    def license_usage(self, license: str) -> tuple[int, int]:
+        """(active users holding the licence, pool size)."""
+        with self._lock:
+            return self._license_used(license), self._licenses[license]
+
+    # -- users: the Python API
+    def create_user(self, fields: Mapping[str, Any]) -> str:
+        """Create a user as POST sobjects/User would; raises RecordError."""
+        with self._lock:
+            record = self._checked_fields(fields, creating=True)
+            missing = [name for name in REQUIRED_ON_CREATE if record.get(name) in (None, "")]
+            if missing:
+                raise RecordError("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(missing)}]", tuple(missing))
+            record.setdefault("IsActive", True)
+            user_id = salesforce_id("005", self._pod, next(self._numbers))
+            if not record.get("CommunityNickname"):
+                record["CommunityNickname"] = self._generated_nickname(record["Username"])
+            self._check_references(record, user_id)
+            self._check_license(record, None)
+            if not self.registry.claim(record["Username"], self._owner):
+                raise _duplicate_username()
+            stamp = _now()
+            record.update(Id=user_id, CreatedDate=stamp, LastModifiedDate=stamp, SystemModstamp=stamp)
+            self._users[user_id[:15]] = self._with_name(record)
+            return user_id
+
+    def update_user(self, user_id: str, fields: Mapping[str, Any]) -> None:
+        """Update a user as PATCH sobjects/User/{id} would; raises RecordError (NOT_FOUND if no such user)."""
+        with self._lock:
+            current = self._users.get(str(user_id)[:15])
+            if current is None:
+                raise RecordError("NOT_FOUND", "The requested resource does not exist")
+            changes = self._checked_fields(fields, creating=False)
+            cleared = [name for name in REQUIRED_ON_CREATE if name in changes and changes[name] in (None, "")]
+            if cleared or ("IsActive" in changes and changes["IsActive"] is None):
+                cleared = cleared or ["IsActive"]
+                raise RecordError("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(cleared)}]", tuple(cleared))
+            merged = {**current, **changes}
+            self._check_references(merged, current["Id"])
+            self._check_license(merged, current)
+            new_username = changes.get("Username")
+            if new_username and new_username.casefold() != current["Username"].casefold():
+                if not self.registry.claim(new_username, self._owner):
+                    raise _duplicate_username()
+                self.registry.release(current["Username"], self._owner)
+            if "Email" in changes:
+                # Salesforce keeps the old address until the new owner confirms it.
+                if changes["Email"].casefold() == current["Email"].casefold():
+                    self._pending_email.pop(current["Id"][:15], None)
+                else:
+                    self._pending_email[current["Id"][:15]] = changes["Email"]
+                merged["Email"] = current["Email"]
+            stamp = _now()
+            merged.update(LastModifiedDate=stamp, SystemModstamp=stamp)
+            self._users[current["Id"][:15]] = self._with_name(merged)
+
+    def get_user(self, user_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            user = self._users.get(str(user_id)[:15])
+            return dict(user) if user else None
+
+    def users(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(u) for u in self._users.values()]
+
+    def pending_email(self, user_id: str) -> str | None:
+        with self._lock:
+            return self._pending_email.get(user_id[:15])
+
+    def confirm_email(self, user_id: str) -> None:
+        """The new owner clicked the verification link: the pending Email takes effect."""
+        with self._lock:
+            if user_id[:15] not in self._pending_email:
+                raise ValueError(f"user {user_id} has no pending email change")
+            new_email = self._pending_email.pop(user_id[:15])
+            self._users[user_id[:15]]["Email"] = new_email
+
+    def query(self, text: str) -> tuple[str, list[dict[str, Any]]]:
+        """Run SOQL; returns (sObject type, rows). Raises soql.SoqlError."""
+        parsed = soql.parse(text, _QUERY_SCHEMA)
+        with self._lock:
+            if parsed.sobject == "User":
+                source = list(self._users.values())
+            else:
+                source = [
+                    {"Id": p.id, "Name": p.name, "UserLicenseId": None, "UserType": "Standard"}
+                    for p in self._profiles.values()
+                ]
+            return parsed.sobject, parsed.run(source)
+
+    def get_profile(self, profile_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            profile = self._profiles.get(str(profile_id)[:15])
+            return {"Id": profile.id, "Name": profile.name, "UserType": "Standard"} if profile else None
+
+    # -- sessions
+    def expire_session(self, requests: int = 1) -> None:
+        """The next `requests` authenticated requests fail with 401 INVALID_SESSION_ID; after that a
+        client that authenticates again (the dev token, or a fresh login) works."""
+        with self._lock:
+            self._expired_sessions += requests
+
+    def session_is_valid(self, token: str) -> bool:
+        with self._lock:
+            if token != self.dev_token:
+                return False
+            if self._expired_sessions:
+                self._expired_sessions -= 1
+                return False
+            return True
+
+    # -- all-or-none support for composite/sobjects
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Hold the org lock; if the block raises, restore users, pending emails and username claims."""
+        with self._lock:
+            users, pending = copy.deepcopy(self._users), dict(self._pending_email)
+            try:
+                yield
+            except BaseException:
+                for user in self._users.values():
+                    self.registry.release(user["Username"], self._owner)
+                for user in users.values():
+                    self.registry.claim(user["Username"], self._owner)
+                self._users, self._pending_email = users, pending
+                raise
+
+    # -- rules
+    def _checked_fields(self, fields: Mapping[str, Any], *, creating: bool) -> dict[str, Any]:
+        """Canonical field names, types, lengths, picklists and shapes; raises the first problem."""
+        if not isinstance(fields, Mapping):
+            raise RecordError("JSON_PARSER_ERROR", "A User record must be a JSON object")
+        record: dict[str, Any] = {}
+        for raw_name, value in fields.items():
+            if raw_name == "attributes":
+                continue
+            name = _USER_NAMES.get(str(raw_name).lower())
+            if name is None:
+                raise RecordError("INVALID_FIELD", f"No such column '{raw_name}' on sobject of type User", (str(raw_name),))
+            if name in USER_READ_ONLY_FIELDS:
+                if creating and name == "Id":
+                    raise RecordError("INVALID_FIELD", "cannot specify Id in an insert call", ("Id",))
+                raise RecordError(
+                    "INVALID_FIELD_FOR_INSERT_UPDATE",
+                    f"Unable to create/update fields: {name}. Please check the security settings of this field "
+                    "and verify that it is read/write for your profile or permission set.",
+                    (name,),
+                )
+            record[name] = _typed(name, value)
+        for name, value in record.items():
+            if isinstance(value, str) and len(value) > USER_STRING_FIELDS.get(name, 10**9):
+                raise RecordError(
+                    "STRING_TOO_LONG",
+                    f"{FIELD_LABELS.get(name, name)}: data value too large: {value[:40]} (max length={USER_STRING_FIELDS[name]})",
+                    (name,),
+                )
+            if name in RESTRICTED_PICKLISTS and value not in (None, "") and value not in RESTRICTED_PICKLISTS[name]:
+                raise RecordError(
+                    "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                    f"{FIELD_LABELS[name]}: bad value for restricted picklist field: {value}",
+                    (name,),
+                )
+        username = record.get("Username")
+        if username and not _EMAIL.match(username):
+            raise RecordError(
+                "FIELD_INTEGRITY_EXCEPTION",
+                "Username must be in the form of an email address (for example, john@acme.com): Username",
+                ("Username",),
+            )
+        email = record.get("Email")
+        if email and not _EMAIL.match(email):
+            raise RecordError("INVALID_EMAIL_ADDRESS", f"Email: invalid email address: {email}", ("Email",))
+        return record
+
+    def _check_references(self, record: Mapping[str, Any], user_id: str) -> None:
+        if str(record["ProfileId"])[:15] not in self._profiles:
+            raise RecordError("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id")
+        manager = record.get("ManagerId")
+        if manager and str(manager)[:15] not in self._users:
+            raise RecordError("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", ("ManagerId",))
+        others = [u for key, u in self._users.items() if key != user_id[:15]]
+        if record.get("Username") and any(u["Username"].casefold() == record["Username"].casefold() for u in others):
+            raise _duplicate_username()
+        nickname = record.get("CommunityNickname")
+        if nickname and any((u.get("CommunityNickname") or "").casefold() == nickname.casefold() for u in others):
+            raise RecordError(
+                "DUPLICATE_COMM_NICKNAME",
+                "Duplicate Nickname.<br>Another user has already selected this nickname.<br>Please select another.",
+                ("CommunityNickname",),
+            )
+        federation = record.get("FederationIdentifier")
+        clash = next((u for u in others if federation and u.get("FederationIdentifier") == federation), None)
+        if clash:
+            raise RecordError(
+                "DUPLICATE_VALUE",
+                f"This Federation ID is already in use. Use a different Federation ID.: SAML Federation ID "
+                f"(duplicates value on record with id: {clash['Id']})",
+                ("FederationIdentifier",),
+            )
+
+    def _check_license(self, record: Mapping[str, Any], current: Mapping[str, Any] | None) -> None:
+        """An active user holds its profile's licence; activating or moving to another licence needs a free one."""
+        if not record.get("IsActive"):
+            return
+        license = self._profiles[str(record["ProfileId"])[:15]].license
+        if current is not None and current.get("IsActive"):
+            if self._profiles[str(current["ProfileId"])[:15]].license == license:
+                return
+        if self._license_used(license) >= self._licenses[license]:
+            raise RecordError("LICENSE_LIMIT_EXCEEDED", "License Limit Exceeded")
+
+    def _license_used(self, license: str) -> int:
+        return sum(
+            1 for u in self._users.values() if u.get("IsActive") and self._profiles[u["ProfileId"][:15]].license == license
+        )
+
+    def _generated_nickname(self, username: str) -> str:
+        base = username.split("@", 1)[0][:30]
+        taken = {(u.get("CommunityNickname") or "").casefold() for u in self._users.values()}
+        candidates = (base if n == 0 else f"{base}{n}" for n in itertools.count())
+        return next(c for c in candidates if c.casefold() not in taken)
+
+    @staticmethod
+    def _with_name(record: dict[str, Any]) -> dict[str, Any]:
+        record["Name"] = " ".join(p for p in (record.get("FirstName"), record.get("LastName")) if p)
+        return record
+
+
+def _typed(name: str, value: Any) -> Any:
+    """Salesforce accepts JSON numbers for text fields; other mismatches are refused."""
+    if value is None:
+        return None
+    if name in USER_BOOLEAN_FIELDS:
+        if isinstance(value, bool):
+            return value
+    elif isinstance(value, str):
+        return value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise RecordError(
+        "INVALID_TYPE_ON_FIELD_IN_RECORD", f"{name}: value not of required type: {value!r}", (name,)
+    )
+
+
+def _duplicate_username() -> RecordError:
+    return RecordError(
+        "DUPLICATE_USERNAME",
+        "Duplicate Username.<br>The username already exists in this or another Salesforce organization. "
+        "Usernames must be unique across all Salesforce organizations. To resolve, use a different username "
+        "(it doesn't need to match the user's email address). ",
+        ("Username",),
+    )

@@ -1,0 +1,274 @@
+"""The Salesforce REST API (the User-provisioning subset) over aiohttp, backed by an EmulatedOrg.
+
+Routes live under /services/data/vNN.N/ (any version). Every response carries Sforce-Limit-Info;
+errors use Salesforce's JSON list `[{"message","errorCode","fields"}]`, and composite/sobjects answers
+200 with per-record `statusCode` errors."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from .knobs import FAULT_KINDS
+from .org import EmulatedOrg, RecordError
+from .soql import SoqlError
+
+log = logging.getLogger(__name__)
+
+API = r"/services/data/v{version:\d+\.\d+}"
+MAX_COLLECTION = 200
+ORG_KEY = web.AppKey("org", EmulatedOrg)
+CURSORS_KEY = web.AppKey("cursors", dict)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(status: int, code: str, message: str, fields: list[str] | None = None) -> web.Response:
+    body: dict[str, Any] = {"message": message, "errorCode": code}
+    if fields is not None:
+        body["fields"] = fields
+    return web.json_response([body], status=status)
+
+
+def _record_failure(exc: RecordError, record_id: str | None = None) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "success": False,
+        "errors": [{"statusCode": exc.code, "message": exc.message, "fields": exc.fields}],
+    }
+    if record_id:
+        result["id"] = record_id
+    return result
+
+
+def _kind(request: web.Request) -> str:
+    route = request.match_info.route.name or "unknown"
+    return route if route != "user" else {"GET": "user_read", "PATCH": "user_update", "DELETE": "user_delete"}.get(
+        request.method, "user"
+    )
+
+
+@web.middleware
+async def _api_edge(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count, delay, authenticate, inject faults, and stamp Sforce-Limit-Info on every API response."""
+    org = request.app[ORG_KEY]
+    unmatched = request.match_info.http_exception
+    if unmatched is not None:
+        if unmatched.status == 405:
+            return error_response(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{request.method}' not allowed")
+        return error_response(404, "NOT_FOUND", "The requested resource does not exist")
+    used = org.calls.record(_kind(request), request.method in ("POST", "PATCH", "PUT", "DELETE"))
+    response = await _served(request, handler, org)
+    response.headers["Sforce-Limit-Info"] = f"api-usage={used}/{org.daily_api_limit}"
+    return response
+
+
+async def _served(request: web.Request, handler: Handler, org: EmulatedOrg) -> web.StreamResponse:
+    if org.faults.latency:
+        await asyncio.sleep(org.faults.latency)
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() not in ("bearer", "oauth") or not org.session_is_valid(token.strip()):
+        return error_response(401, "INVALID_SESSION_ID", "Session expired or invalid")
+    fault = org.faults.draw()
+    if fault == "hang":
+        await asyncio.sleep(org.faults.hang_seconds)
+    elif fault == "html503":
+        return web.Response(status=503, text=FAULT_KINDS[fault][2], content_type="text/html")
+    elif fault:
+        status, code, message = FAULT_KINDS[fault]
+        return error_response(status, code, message)
+    try:
+        return await handler(request)
+    except _Refused as refused:
+        return refused.response
+
+
+class _Refused(Exception):
+    """Ends a request early with an error response (e.g. a body that is not JSON)."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError as exc:
+        raise _Refused(error_response(400, "JSON_PARSER_ERROR", f"Unexpected character in JSON body: {exc}")) from None
+
+
+def _records_page(request: web.Request, sobject: str, rows: list[dict], offset: int, cursor: str) -> web.Response:
+    org = request.app[ORG_KEY]
+    version = request.match_info["version"]
+    size = org.query_page_size
+    option = request.headers.get("Sforce-Query-Options", "")
+    if option.startswith("batchSize="):
+        try:
+            size = min(size, max(200, min(2000, int(option.split("=", 1)[1]))))
+        except ValueError:
+            return error_response(400, "INVALID_QUERY_OPTIONS", "batchSize must be a number")
+    page = rows[offset : offset + size]
+    records = []
+    for row in page:
+        url = f"/services/data/v{version}/sobjects/{sobject}/{row['Id']}" if row.get("Id") else None
+        records.append({"attributes": {"type": sobject, "url": url}, **row})
+    body: dict[str, Any] = {"totalSize": len(rows), "done": offset + size >= len(rows), "records": records}
+    if not body["done"]:
+        body["nextRecordsUrl"] = f"/services/data/v{version}/query/{cursor}-{offset + size}"
+    return web.json_response(body)
+
+
+async def query(request: web.Request) -> web.Response:
+    text = request.query.get("q")
+    if not text:
+        return error_response(400, "MALFORMED_QUERY", "A query string (q) is required")
+    try:
+        sobject, rows = request.app[ORG_KEY].query(text)
+    except SoqlError as exc:
+        return error_response(400, exc.code, exc.message)
+    cursor = "01g" + secrets.token_hex(8)
+    request.app[CURSORS_KEY][cursor] = (sobject, rows)
+    return _records_page(request, sobject, rows, 0, cursor)
+
+
+async def query_more(request: web.Request) -> web.Response:
+    cursor, _, offset = request.match_info["locator"].rpartition("-")
+    found = request.app[CURSORS_KEY].get(cursor)
+    if found is None or not offset.isdigit():
+        return error_response(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
+    return _records_page(request, found[0], found[1], int(offset), cursor)
+
+
+async def create_user(request: web.Request) -> web.Response:
+    try:
+        user_id = request.app[ORG_KEY].create_user(await _json_body(request))
+    except RecordError as exc:
+        return error_response(400, exc.code, exc.message, exc.fields)
+    return web.json_response({"id": user_id, "success": True, "errors": []}, status=201)
+
+
+async def user(request: web.Request) -> web.Response:
+    org = request.app[ORG_KEY]
+    user_id = request.match_info["id"]
+    if request.method not in ("GET", "HEAD", "PATCH", "DELETE"):
+        return error_response(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{request.method}' not allowed. Allowed are GET,HEAD,PATCH")
+    if request.method == "DELETE":
+        # Users cannot be deleted, only deactivated.
+        return error_response(405, "METHOD_NOT_ALLOWED", "HTTP Method 'DELETE' not allowed. Allowed are GET,HEAD,PATCH")
+    if request.method == "PATCH":
+        try:
+            org.update_user(user_id, await _json_body(request))
+        except RecordError as exc:
+            status = 404 if exc.code == "NOT_FOUND" else 400
+            return error_response(status, exc.code, exc.message, exc.fields)
+        return web.Response(status=204)
+    found = org.get_user(user_id)
+    if found is None:
+        return error_response(404, "NOT_FOUND", "The requested resource does not exist")
+    wanted = request.query.get("fields")
+    if wanted:
+        names = {name.strip().lower() for name in wanted.split(",")}
+        found = {k: v for k, v in found.items() if k.lower() in names}
+    version = request.match_info["version"]
+    return web.json_response({"attributes": {"type": "User", "url": f"/services/data/v{version}/sobjects/User/{user_id}"}, **found})
+
+
+async def profile(request: web.Request) -> web.Response:
+    found = request.app[ORG_KEY].get_profile(request.match_info["id"])
+    if found is None:
+        return error_response(404, "NOT_FOUND", "The requested resource does not exist")
+    return web.json_response({"attributes": {"type": "Profile"}, **found})
+
+
+async def collection(request: web.Request) -> web.Response:
+    """composite/sobjects: POST creates, PATCH updates, up to 200 User records, results in order."""
+    org = request.app[ORG_KEY]
+    body = await _json_body(request)
+    records = body.get("records") if isinstance(body, dict) else None
+    if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
+        return error_response(400, "JSON_PARSER_ERROR", "The request body must be an object with a non-empty 'records' list")
+    if len(records) > MAX_COLLECTION:
+        return error_response(
+            400, "EXCEEDED_ID_LIMIT", f"record limit reached. cannot submit more than {MAX_COLLECTION} records into this call"
+        )
+    for record in records:
+        sobject = (record.get("attributes") or {}).get("type")
+        if sobject != "User":
+            return error_response(400, "INVALID_TYPE", f"sObject type '{sobject}' is not supported by this emulator (User only)")
+    all_or_none = body.get("allOrNone", False)
+    if not isinstance(all_or_none, bool):
+        return error_response(400, "JSON_PARSER_ERROR", "allOrNone must be true or false")
+    write = _create_one if request.method == "POST" else _update_one
+    if not all_or_none:
+        return web.json_response([write(org, record) for record in records])
+    results: list[dict[str, Any]] = []
+    try:
+        with org.atomic():
+            results = [write(org, record) for record in records]
+            if not all(r["success"] for r in results):
+                raise _RolledBack()
+    except _RolledBack:
+        rolled_back = RecordError(
+            "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+            "Record rolled back because not all records were valid and the request was using AllOrNone header",
+        )
+        # A rolled-back create has no id; a rolled-back update keeps the id it was sent with.
+        results = [
+            r if not r["success"] else _record_failure(rolled_back, r["id"] if request.method == "PATCH" else None)
+            for r in results
+        ]
+    return web.json_response(results)
+
+
+class _RolledBack(Exception):
+    """Raised inside org.atomic() to undo an allOrNone batch with a failed record."""
+
+
+def _create_one(org: EmulatedOrg, record: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return {"id": org.create_user(record), "success": True, "errors": []}
+    except RecordError as exc:
+        return _record_failure(exc)
+
+
+def _update_one(org: EmulatedOrg, record: dict[str, Any]) -> dict[str, Any]:
+    fields = {k: v for k, v in record.items() if k.lower() != "id"}
+    record_id = next((v for k, v in record.items() if k.lower() == "id"), None)
+    if not record_id:
+        return _record_failure(RecordError("MISSING_ARGUMENT", "Id not specified in an update call"))
+    try:
+        org.update_user(str(record_id), fields)
+    except RecordError as exc:
+        if exc.code == "NOT_FOUND":
+            exc = RecordError("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id")
+        return _record_failure(exc, str(record_id))
+    return {"id": record_id, "success": True, "errors": []}
+
+
+async def limits(request: web.Request) -> web.Response:
+    org = request.app[ORG_KEY]
+    used = org.calls.total
+    return web.json_response(
+        {
+            "DailyApiRequests": {"Max": org.daily_api_limit, "Remaining": max(0, org.daily_api_limit - used)},
+            "DailyBulkV2QueryJobs": {"Max": 10000, "Remaining": 10000},
+        }
+    )
+
+
+def build_app(org: EmulatedOrg) -> web.Application:
+    app = web.Application(middlewares=[_api_edge])
+    app[ORG_KEY] = org
+    app[CURSORS_KEY] = {}
+    app.router.add_get(API + "/query{_:/?}", query, name="query")
+    app.router.add_get(API + "/query/{locator}", query_more, name="query_more")
+    app.router.add_post(API + "/sobjects/User{_:/?}", create_user, name="user_create")
+    app.router.add_route("*", API + "/sobjects/User/{id}", user, name="user")
+    app.router.add_get(API + "/sobjects/Profile/{id}", profile, name="profile_read")
+    app.router.add_post(API + "/composite/sobjects", collection, name="composite_create")
+    app.router.add_patch(API + "/composite/sobjects", collection, name="composite_update")
+    app.router.add_get(API + "/limits{_:/?}", limits, name="limits")
+    return app
