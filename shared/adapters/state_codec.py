@@ -1,0 +1,103 @@
+"""What the SQLite and Table state stores share: how ids, role sets, times, leases and records are
+represented, and the input checks both apply, so the two stores agree by construction."""
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterable, Mapping
+
+from shared.core.models import FailureRecord, UserLink
+
+Clock = Callable[[], datetime]
+
+LINK_FIELDS = tuple(f.name for f in fields(UserLink))
+FAILURE_FIELDS = tuple(f.name for f in fields(FailureRecord))
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def to_iso(moment: datetime) -> str:
+    """UTC ISO 8601 with a fixed width, so stored times also sort as text."""
+    if moment.tzinfo is None:
+        raise ValueError("state times must be timezone-aware (UTC)")
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def object_key(entra_id: str) -> str:
+    """Entra object ids are GUIDs that callers may spell in either case; the stores keep them lower-case."""
+    return required_text("Entra object id", entra_id).lower()
+
+
+def required_text(what: str, value: object) -> str:
+    if not isinstance(value, str) or not value or value != value.strip():
+        raise ValueError(f"{what} must be a non-empty string without surrounding whitespace, got {value!r}")
+    return value
+
+
+def encode_roles(role_ids: frozenset[str]) -> str:
+    """A role set as one compact string: sorted ids separated by single spaces ("" for no roles)."""
+    if isinstance(role_ids, str) or not isinstance(role_ids, (set, frozenset)):
+        raise TypeError(f"app role ids must be a set of strings, got {type(role_ids).__name__}")
+    for role_id in role_ids:
+        if not isinstance(role_id, str) or not role_id or any(ch.isspace() for ch in role_id):
+            raise ValueError(f"app role id must be a non-empty string without whitespace, got {role_id!r}")
+    return " ".join(sorted(role_ids))
+
+
+def decode_roles(text: str) -> frozenset[str]:
+    return frozenset(text.split(" ")) if text else frozenset()
+
+
+def assignment_changes(
+    upserts: Mapping[str, frozenset[str]], removals: Iterable[str]
+) -> tuple[dict[str, str], list[str]]:
+    """Validate and normalise a snapshot change: (user key → encoded roles, user keys to remove).
+    A user may appear once; appearing in both upserts and removals is a caller bug, not a choice to make."""
+    encoded: dict[str, str] = {}
+    for user_id, role_ids in upserts.items():
+        key = object_key(user_id)
+        if key in encoded:
+            raise ValueError(f"user {key} appears twice in the upserts (ids differ only in case)")
+        encoded[key] = encode_roles(role_ids)
+    removed = sorted({object_key(user_id) for user_id in removals})
+    both = encoded.keys() & set(removed)
+    if both:
+        raise ValueError(f"users both upserted and removed: {sorted(both)[:5]}")
+    return encoded, removed
+
+
+def lease_expiry(now: datetime, ttl_seconds: float) -> str:
+    if not ttl_seconds > 0:
+        raise ValueError(f"lease ttl must be positive, got {ttl_seconds!r}")
+    return to_iso(now + timedelta(seconds=ttl_seconds))
+
+
+def lease_is_free(holder: str, expires_at: str, owner: str, now: datetime) -> bool:
+    """An existing lease can be taken by owner if owner already holds it or it has expired."""
+    return holder == owner or datetime.fromisoformat(expires_at) <= now
+
+
+def link_values(link: UserLink) -> dict[str, Any]:
+    values = asdict(link)
+    values["entra_id"] = object_key(link.entra_id)
+    required_text("Salesforce user id", link.salesforce_id)
+    return values
+
+
+def link_from(values: Mapping[str, Any]) -> UserLink:
+    """Absent or null values take the model's defaults (Table Storage does not store nulls)."""
+    return UserLink(**{name: values[name] for name in LINK_FIELDS if values.get(name) is not None})
+
+
+def failure_values(failure: FailureRecord) -> dict[str, Any]:
+    values = asdict(failure)
+    # A failure may concern a message too broken to name a user, so the id may be empty here.
+    values["entra_id"] = failure.entra_id.lower()
+    required_text("message id", failure.message_id)
+    return values
+
+
+def failure_from(values: Mapping[str, Any]) -> FailureRecord:
+    return FailureRecord(**{name: values[name] for name in FAILURE_FIELDS})

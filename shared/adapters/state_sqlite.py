@@ -1,0 +1,167 @@
+"""The StateStore port over SQLite, for local runs and tests.
+
+One connection per store, guarded by a lock, so threads share it safely; WAL and a busy timeout let
+several processes use one file; `claim` runs under BEGIN IMMEDIATE so check-and-take is atomic across
+processes too. ":memory:" gives a private in-process database."""
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from contextlib import contextmanager
+from typing import Iterable, Iterator, Mapping
+
+from shared.core.errors import TransientError
+from shared.core.models import FailureRecord, UserLink
+
+from .state_codec import (
+    FAILURE_FIELDS,
+    LINK_FIELDS,
+    Clock,
+    assignment_changes,
+    decode_roles,
+    failure_from,
+    failure_values,
+    lease_expiry,
+    lease_is_free,
+    link_from,
+    link_values,
+    object_key,
+    required_text,
+    utc_now,
+)
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS assignments (user_id TEXT PRIMARY KEY, roles TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS links ({", ".join(f"{name} TEXT" for name in LINK_FIELDS)}, PRIMARY KEY (entra_id));
+CREATE TABLE IF NOT EXISTS leases (key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS failures ({", ".join(f"{name} TEXT" for name in FAILURE_FIELDS)}, PRIMARY KEY (message_id));
+"""
+
+
+class SqliteStateStore:
+    def __init__(self, path: str | os.PathLike[str], *, clock: Clock = utc_now, busy_timeout_seconds: float = 15.0) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        # isolation_level=None: we issue BEGIN ourselves, so every transaction boundary is explicit.
+        self._db = sqlite3.connect(path, timeout=busy_timeout_seconds, isolation_level=None, check_same_thread=False)
+        with self._errors():
+            if str(path) != ":memory:":
+                self._db.execute("PRAGMA journal_mode=WAL")
+            # One statement at a time, outside a transaction: on an existing database these take no
+            # write lock, so opening a store never waits for another writer.
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                self._db.execute(statement)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> "SqliteStateStore":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # cursors
+    def get_cursor(self, name: str) -> str | None:
+        row = self._fetch_one("SELECT value FROM cursors WHERE name = ?", (required_text("cursor name", name),))
+        return row[0] if row else None
+
+    def set_cursor(self, name: str, value: str | None) -> None:
+        required_text("cursor name", name)
+        with self._transaction() as db:
+            if value is None:
+                db.execute("DELETE FROM cursors WHERE name = ?", (name,))
+            else:
+                db.execute(
+                    "INSERT INTO cursors (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (name, value),
+                )
+
+    # assignment snapshot
+    def assignment_snapshot(self) -> dict[str, frozenset[str]]:
+        with self._errors(), self._lock:
+            rows = self._db.execute("SELECT user_id, roles FROM assignments").fetchall()
+        return {user_id: decode_roles(roles) for user_id, roles in rows}
+
+    def apply_assignment_changes(self, upserts: Mapping[str, frozenset[str]], removals: Iterable[str]) -> None:
+        encoded, removed = assignment_changes(upserts, removals)
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO assignments (user_id, roles) VALUES (?, ?) "
+                "ON CONFLICT (user_id) DO UPDATE SET roles = excluded.roles",
+                encoded.items(),
+            )
+            db.executemany("DELETE FROM assignments WHERE user_id = ?", ((user_id,) for user_id in removed))
+
+    # links
+    def get_link(self, entra_id: str) -> UserLink | None:
+        row = self._fetch_one(f"SELECT {', '.join(LINK_FIELDS)} FROM links WHERE entra_id = ?", (object_key(entra_id),))
+        return link_from(dict(zip(LINK_FIELDS, row))) if row else None
+
+    def put_link(self, link: UserLink) -> None:
+        self._replace_row("links", link_values(link))
+
+    # leases
+    def claim(self, key: str, owner: str, ttl_seconds: float) -> bool:
+        required_text("lease key", key)
+        required_text("lease owner", owner)
+        now = self._clock()
+        expires_at = lease_expiry(now, ttl_seconds)
+        with self._transaction() as db:
+            row = db.execute("SELECT owner, expires_at FROM leases WHERE key = ?", (key,)).fetchone()
+            if row and not lease_is_free(row[0], row[1], owner, now):
+                return False
+            db.execute("INSERT OR REPLACE INTO leases (key, owner, expires_at) VALUES (?, ?, ?)", (key, owner, expires_at))
+            return True
+
+    def release(self, key: str, owner: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM leases WHERE key = ? AND owner = ?", (key, owner))
+
+    # failures
+    def record_failure(self, failure: FailureRecord) -> None:
+        self._replace_row("failures", failure_values(failure))
+
+    def get_failure(self, message_id: str) -> FailureRecord | None:
+        row = self._fetch_one(
+            f"SELECT {', '.join(FAILURE_FIELDS)} FROM failures WHERE message_id = ?",
+            (required_text("message id", message_id),),
+        )
+        return failure_from(dict(zip(FAILURE_FIELDS, row))) if row else None
+
+    # plumbing
+    def _fetch_one(self, sql: str, parameters: tuple[str, ...]) -> tuple | None:
+        with self._errors(), self._lock:
+            return self._db.execute(sql, parameters).fetchone()
+
+    def _replace_row(self, table: str, values: Mapping[str, object]) -> None:
+        columns = ", ".join(values)
+        placeholders = ", ".join("?" for _ in values)
+        with self._transaction() as db:
+            db.execute(f"INSERT OR REPLACE INTO {table} ({columns}) VALUES ({placeholders})", tuple(values.values()))
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE takes the write lock up front, so a read-then-write cannot interleave with
+        another writer (and waits up to the busy timeout instead of failing half-way)."""
+        with self._errors(), self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    @staticmethod
+    @contextmanager
+    def _errors() -> Iterator[None]:
+        """A locked or unavailable database is worth retrying; say so in the core's terms."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            raise TransientError(exc.sqlite_errorname or "SQLITE_ERROR", str(exc), system="state") from exc

@@ -1,0 +1,322 @@
+"""One contract for the StateStore port, run against SQLite and against Table Storage on Azurite.
+
+Azurite is started here on a free loopback port (scripts/install-azurite.sh installs it); each test gets
+its own table prefix, so tests share one Azurite process but never each other's data."""
+from __future__ import annotations
+
+import random
+import sqlite3
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Iterator
+
+import pytest
+
+from emulators import azurite as azurite_launcher
+from shared.adapters.state_sqlite import SqliteStateStore
+from shared.adapters.state_tables import TableStateStore, decode_key, encode_key
+from shared.core.errors import PermanentError, TransientError
+from shared.core.messages import ReconcileMessage
+from shared.core.models import DEFAULT_ACCESS_ROLE_ID, FailureRecord, UserLink
+from shared.core.ports import StateStore
+
+AWKWARD_KEYS = ["a/b.c#d?e", "back\\slash", "quote'and%20percent", "bang!21", "tab\tnew\nline\x7f", "ünï/cødé", "!"]
+
+
+class ManualClock:
+    """Lease expiry is decided by the store's clock; tests move it instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture(scope="module")
+def azurite() -> Iterator[azurite_launcher.Azurite]:
+    with azurite_launcher.run_azurite() as running:
+        yield running
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture(params=["sqlite", "tables"])
+def make_store(request: pytest.FixtureRequest, tmp_path, clock: ManualClock) -> Iterator[Callable[[], StateStore]]:
+    """Makes store instances over one backing store: several instances behave like several workers."""
+    if request.param == "sqlite":
+        path = tmp_path / "state.sqlite3"
+
+        def new_store() -> StateStore:
+            return SqliteStateStore(path, clock=clock)
+    else:
+        connection_string = request.getfixturevalue("azurite").connection_string
+        prefix = f"t{uuid.uuid4().hex[:12]}"
+
+        def new_store() -> StateStore:
+            return TableStateStore.from_connection_string(connection_string, table_prefix=prefix, clock=clock)
+
+    opened: list = []
+
+    def make() -> StateStore:
+        opened.append(new_store())
+        return opened[-1]
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(make_store: Callable[[], StateStore]) -> StateStore:
+    return make_store()
+
+
+def guid() -> str:
+    return str(uuid.uuid4())
+
+
+# cursors
+
+def test_cursor_set_overwrite_delete(store: StateStore) -> None:
+    delta_link = "https://graph.microsoft.com/v1.0/users/delta?$deltatoken=" + "Ab-_~%2F" * 300
+    assert store.get_cursor("users-delta") is None
+    store.set_cursor("users-delta", "https://graph.microsoft.com/v1.0/users/delta?$skiptoken=page1")
+    store.set_cursor("users-delta", delta_link)
+    store.set_cursor("assignments/page#2?", "other")
+    assert store.get_cursor("users-delta") == delta_link
+    assert store.get_cursor("assignments/page#2?") == "other"
+    store.set_cursor("users-delta", None)
+    store.set_cursor("never-set", None)
+    assert store.get_cursor("users-delta") is None
+    assert store.get_cursor("assignments/page#2?") == "other"
+
+
+# assignment snapshot
+
+def random_snapshot(size: int, seed: int) -> dict[str, frozenset[str]]:
+    rng = random.Random(seed)
+    roles = [DEFAULT_ACCESS_ROLE_ID] + [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(6)]
+    return {
+        str(uuid.UUID(int=rng.getrandbits(128))): frozenset(rng.sample(roles, rng.randint(0, 3))) for _ in range(size)
+    }
+
+
+def test_snapshot_of_2500_users_round_trips_exactly(make_store: Callable[[], StateStore]) -> None:
+    snapshot = random_snapshot(2500, seed=1)
+    assert any(not roles for roles in snapshot.values()) and any(len(roles) == 3 for roles in snapshot.values())
+    writer = make_store()
+    assert writer.assignment_snapshot() == {}
+    writer.apply_assignment_changes(snapshot, [])
+    assert make_store().assignment_snapshot() == snapshot
+
+
+def test_apply_assignment_changes_upserts_and_removes(store: StateStore) -> None:
+    snapshot = random_snapshot(300, seed=2)
+    store.apply_assignment_changes(snapshot, [])
+    users = sorted(snapshot)
+    changed = {user: frozenset({guid()}) for user in users[:40]}
+    added = random_snapshot(40, seed=3)
+    removed = users[40:100]
+    # Removing users that are not there (a replayed cycle) is harmless and must not stop the rest.
+    already_gone = [guid() for _ in range(30)]
+    store.apply_assignment_changes({**changed, **added}, removed + already_gone + removed[:5])
+    expected = {**snapshot, **changed, **added}
+    for user in removed:
+        del expected[user]
+    assert store.assignment_snapshot() == expected
+
+
+def test_assignment_ids_are_stored_lower_case(store: StateStore) -> None:
+    user = guid()
+    store.apply_assignment_changes({user.upper(): frozenset({"Role-A"})}, [])
+    assert store.assignment_snapshot() == {user: frozenset({"Role-A"})}
+    store.apply_assignment_changes({}, [user.upper()])
+    assert store.assignment_snapshot() == {}
+
+
+def test_bad_assignment_changes_are_rejected_and_write_nothing(store: StateStore) -> None:
+    user, other = guid(), guid()
+    with pytest.raises(ValueError, match="both upserted and removed"):
+        store.apply_assignment_changes({user: frozenset({"r"}), other: frozenset()}, [user.upper()])
+    with pytest.raises(TypeError, match="set of strings"):
+        store.apply_assignment_changes({other: "r1"}, [])  # a str would silently become a set of characters
+    with pytest.raises(ValueError, match="without whitespace"):
+        store.apply_assignment_changes({other: frozenset({"r 1"})}, [])
+    with pytest.raises(ValueError, match="twice"):
+        store.apply_assignment_changes({user: frozenset(), user.upper(): frozenset({"r"})}, [])
+    assert store.assignment_snapshot() == {}
+
+
+# links
+
+def test_links_round_trip_every_field_and_overwrite(store: StateStore) -> None:
+    entra_id = guid()
+    full = UserLink(
+        entra_id=entra_id,
+        salesforce_id="005000000000001AAA",
+        applied_hash="sha256:" + "ab" * 32,
+        pending_email="new.address@contoso.com",
+        last_outcome="updated",
+        last_error_code="UNABLE_TO_LOCK_ROW",
+        updated_at="2025-01-01T00:00:00.000000+00:00",
+    )
+    assert store.get_link(entra_id) is None
+    store.put_link(full)
+    assert store.get_link(entra_id) == full
+    assert store.get_link(entra_id.upper()) == full
+    cleared = replace(full, salesforce_id="005000000000002AAA", pending_email=None, last_error_code=None, applied_hash="")
+    store.put_link(cleared)
+    assert store.get_link(entra_id) == cleared
+    store.put_link(replace(full, entra_id=entra_id.upper()))
+    assert store.get_link(entra_id) == full
+
+
+def test_link_without_salesforce_id_is_rejected(store: StateStore) -> None:
+    with pytest.raises(ValueError, match="Salesforce user id"):
+        store.put_link(UserLink(entra_id=guid(), salesforce_id=""))
+
+
+# failures
+
+def test_failures_keyed_by_awkward_message_ids(store: StateStore) -> None:
+    entra_id = guid()
+    message_id = ReconcileMessage.new(entra_id, "delta", "cursor-1").retry().message_id
+    ids = [message_id, *AWKWARD_KEYS]
+    for number, failure_id in enumerate(ids):
+        store.record_failure(
+            FailureRecord(failure_id, entra_id.upper(), "create", "DUPLICATE_USERNAME", f"failure {number}", "2025-01-01T00:00:00+00:00")
+        )
+    for number, failure_id in enumerate(ids):
+        assert store.get_failure(failure_id) == FailureRecord(
+            failure_id, entra_id, "create", "DUPLICATE_USERNAME", f"failure {number}", "2025-01-01T00:00:00+00:00"
+        )
+    assert store.get_failure("a/b.c#d") is None
+    # A message too broken to name a user still gets its failure recorded.
+    broken = FailureRecord("m/1", "", "decode", "InvalidMessage", "", "2025-01-01T00:00:00+00:00")
+    store.record_failure(broken)
+    assert store.get_failure("m/1") == broken
+
+
+# leases
+
+def test_claim_and_release(store: StateStore) -> None:
+    key = guid()
+    assert store.claim(key, "worker-a", ttl_seconds=30)
+    assert not store.claim(key, "worker-b", ttl_seconds=30)
+    assert store.claim(key, "worker-a", ttl_seconds=30)  # already ours: renewed
+    store.release(key, "worker-b")  # not theirs to release
+    assert not store.claim(key, "worker-b", ttl_seconds=30)
+    store.release(key, "worker-a")
+    assert store.claim(key, "worker-b", ttl_seconds=30)
+    store.release("never-claimed", "worker-a")
+    assert store.claim("a/b.c#d?e", "worker-c", ttl_seconds=30)
+    assert not store.claim("a/b.c#d?e", "worker-a", ttl_seconds=30)
+
+
+def test_expired_lease_can_be_taken_and_old_owner_cannot_release_it(store: StateStore, clock: ManualClock) -> None:
+    key = guid()
+    assert store.claim(key, "worker-a", ttl_seconds=0.2)
+    clock.advance(0.1)
+    assert not store.claim(key, "worker-b", ttl_seconds=0.2)
+    clock.advance(0.1)
+    assert store.claim(key, "worker-b", ttl_seconds=0.2)
+    store.release(key, "worker-a")
+    assert not store.claim(key, "worker-c", ttl_seconds=0.2)
+
+
+def test_renewing_a_lease_extends_it(store: StateStore, clock: ManualClock) -> None:
+    key = guid()
+    assert store.claim(key, "worker-a", ttl_seconds=0.2)
+    clock.advance(0.15)
+    assert store.claim(key, "worker-a", ttl_seconds=0.2)
+    clock.advance(0.15)
+    assert not store.claim(key, "worker-b", ttl_seconds=0.2)
+
+
+def test_claim_rejects_bad_input(store: StateStore) -> None:
+    with pytest.raises(ValueError, match="ttl"):
+        store.claim(guid(), "worker-a", ttl_seconds=0)
+    with pytest.raises(ValueError, match="lease owner"):
+        store.claim(guid(), "", ttl_seconds=1)
+    with pytest.raises(ValueError, match="lease key"):
+        store.claim("", "worker-a", ttl_seconds=1)
+
+
+@pytest.mark.parametrize("instances", ["one-per-thread", "shared"])
+def test_exactly_one_of_eight_racing_claimers_wins(make_store: Callable[[], StateStore], clock: ManualClock, instances: str) -> None:
+    shared = make_store()
+    stores = [make_store() if instances == "one-per-thread" else shared for _ in range(8)]
+    # An expired lease is the hardest case: every claimer sees it free and all try to replace it.
+    expired, fresh = guid(), guid()
+    assert shared.claim(expired, "previous-owner", ttl_seconds=0.2)
+    clock.advance(1)
+    for key in (fresh, expired):
+        start = threading.Barrier(len(stores))
+
+        def race(worker: int) -> bool:
+            start.wait()
+            return stores[worker].claim(key, f"worker-{worker}", ttl_seconds=30)
+
+        with ThreadPoolExecutor(len(stores)) as pool:
+            results = list(pool.map(race, range(len(stores))))
+        assert results.count(True) == 1, (key == fresh, results)
+        winner = results.index(True)
+        assert not shared.claim(key, "late-comer", ttl_seconds=30)
+        shared.release(key, f"worker-{winner}")
+        assert shared.claim(key, "late-comer", ttl_seconds=30)
+
+
+# adapter-specific edges
+
+@pytest.mark.parametrize("key", AWKWARD_KEYS + ["plain-guid-0f8fad5b", "!2F", "%2F"])
+def test_table_key_encoding_is_reversible_and_safe(key: str) -> None:
+    encoded = encode_key(key)
+    assert decode_key(encoded) == key
+    assert not set(encoded) & set("/\\#?'%") and all(ord(ch) >= 0x20 and not 0x7F <= ord(ch) <= 0x9F for ch in encoded)
+
+
+def test_table_store_rejects_a_bad_table_prefix() -> None:
+    with pytest.raises(ValueError, match="table prefix"):
+        TableStateStore.from_connection_string("UseDevelopmentStorage=true", table_prefix="bad-prefix")
+
+
+def test_table_storage_rejection_becomes_a_permanent_error(azurite: azurite_launcher.Azurite) -> None:
+    store = TableStateStore.from_connection_string(azurite.connection_string, table_prefix=f"t{uuid.uuid4().hex[:12]}")
+    # Table Storage caps a string property at 64 KiB (32K UTF-16 characters).
+    too_long = FailureRecord("m/1", guid(), "create", "X", "x" * 40_000, "2025-01-01T00:00:00+00:00")
+    with store, pytest.raises(PermanentError) as raised:
+        store.record_failure(too_long)
+    assert raised.value.system == "state"
+
+
+def test_locked_sqlite_database_is_a_transient_error(tmp_path) -> None:
+    path = tmp_path / "state.sqlite3"
+    with SqliteStateStore(path) as ready:
+        ready.set_cursor("c", "1")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with SqliteStateStore(path, busy_timeout_seconds=0) as store, pytest.raises(TransientError) as raised:
+            store.set_cursor("c", "2")
+        assert raised.value.code == "SQLITE_BUSY" and raised.value.system == "state"
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    with SqliteStateStore(path) as store:
+        assert store.get_cursor("c") == "1"
+
+
+def test_launcher_names_the_install_script_when_azurite_is_missing(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setattr(azurite_launcher, "AZURITE_TABLE_BIN", tmp_path / "missing" / "azurite-table")
+    with pytest.raises(azurite_launcher.AzuriteError, match="scripts/install-azurite.sh"):
+        azurite_launcher.run_azurite()
