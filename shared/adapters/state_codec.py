@@ -12,6 +12,8 @@ Clock = Callable[[], datetime]
 
 LINK_FIELDS = tuple(f.name for f in fields(UserLink))
 FAILURE_FIELDS = tuple(f.name for f in fields(FailureRecord))
+MAX_DESCRIPTION_CHARS = 8000
+TRUNCATED = " [truncated]"
 
 
 def utc_now() -> datetime:
@@ -92,7 +94,11 @@ def link_from(values: Mapping[str, Any]) -> UserLink:
 
 
 def failure_values(failure: FailureRecord) -> dict[str, Any]:
+    """A description is for a person reading an email; an oversized one (a vendor echoing a whole
+    payload) is cut rather than letting Table Storage's 32K-character cap refuse the whole record."""
     values = asdict(failure)
+    if len(failure.description) > MAX_DESCRIPTION_CHARS:
+        values["description"] = failure.description[: MAX_DESCRIPTION_CHARS - len(TRUNCATED)] + TRUNCATED
     # A failure may concern a message too broken to name a user, so the id may be empty here.
     values["entra_id"] = failure.entra_id.lower()
     required_text("message id", failure.message_id)

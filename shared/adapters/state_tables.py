@@ -83,7 +83,8 @@ def _translate_errors(method: Callable[P, R]) -> Callable[P, R]:
         try:
             return method(*args, **kwargs)
         except HttpResponseError as exc:
-            code = str(exc.error_code or f"HTTP_{exc.status_code}")
+            # error_code is a TableErrorCode (a str enum) or a plain str; keep the service's own spelling.
+            code = str(getattr(exc.error_code, "value", exc.error_code) or f"HTTP_{exc.status_code}")
             error_type = PermanentError if exc.status_code in (400, 413) else TransientError
             raise error_type(code, exc.message, system="state") from exc
         except AzureError as exc:

@@ -4,9 +4,12 @@ Azurite is started here on a free loopback port (scripts/install-azurite.sh inst
 its own table prefix, so tests share one Azurite process but never each other's data."""
 from __future__ import annotations
 
+import base64
+import json
 import random
 import sqlite3
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -14,8 +17,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterator
 
 import pytest
+from azure.core.credentials import AccessToken
 
 from emulators import azurite as azurite_launcher
+from shared.adapters.state_codec import MAX_DESCRIPTION_CHARS
 from shared.adapters.state_sqlite import SqliteStateStore
 from shared.adapters.state_tables import TableStateStore, decode_key, encode_key
 from shared.core.errors import PermanentError, TransientError
@@ -207,6 +212,13 @@ def test_failures_keyed_by_awkward_message_ids(store: StateStore) -> None:
     assert store.get_failure("m/1") == broken
 
 
+def test_oversized_failure_description_is_cut_not_refused(store: StateStore) -> None:
+    description = "Salesforce said: " + "x" * 40_000
+    store.record_failure(FailureRecord("m/2", guid(), "update", "STRING_TOO_LONG", description, "2025-01-01T00:00:00+00:00"))
+    stored = store.get_failure("m/2").description
+    assert len(stored) == MAX_DESCRIPTION_CHARS and stored.startswith("Salesforce said: xxx") and stored.endswith("[truncated]")
+
+
 # leases
 
 def test_claim_and_release(store: StateStore) -> None:
@@ -293,10 +305,42 @@ def test_table_store_rejects_a_bad_table_prefix() -> None:
 def test_table_storage_rejection_becomes_a_permanent_error(azurite: azurite_launcher.Azurite) -> None:
     store = TableStateStore.from_connection_string(azurite.connection_string, table_prefix=f"t{uuid.uuid4().hex[:12]}")
     # Table Storage caps a string property at 64 KiB (32K UTF-16 characters).
-    too_long = FailureRecord("m/1", guid(), "create", "X", "x" * 40_000, "2025-01-01T00:00:00+00:00")
     with store, pytest.raises(PermanentError) as raised:
-        store.record_failure(too_long)
-    assert raised.value.system == "state"
+        store.set_cursor("users-delta", "x" * 40_000)
+    assert (raised.value.code, raised.value.system) == ("PropertyValueTooLarge", "state")
+
+
+class StorageTokenCredential:
+    """Mints unsigned tokens of the shape Azurite's basic OAuth check accepts (issuer, audience,
+    lifetime); records the scopes the SDK asks for."""
+
+    def __init__(self, audience: str = "https://storage.azure.com") -> None:
+        self.audience = audience
+        self.scopes: list[tuple[str, ...]] = []
+
+    def get_token(self, *scopes: str, **_options: object) -> AccessToken:
+        self.scopes.append(scopes)
+        now = int(time.time())
+        claims = {"aud": self.audience, "iss": f"https://sts.windows.net/{guid()}/", "iat": now, "nbf": now - 60, "exp": now + 3600}
+        parts = [{"alg": "none", "typ": "JWT"}, claims]
+        token = ".".join(base64.urlsafe_b64encode(json.dumps(part).encode()).decode().rstrip("=") for part in parts) + "."
+        return AccessToken(token, now + 3600)
+
+
+def test_table_store_over_https_with_a_token_credential_and_no_shared_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    with azurite_launcher.run_azurite(tls=True) as azurite:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(azurite.ca_file))
+        credential = StorageTokenCredential()
+        with TableStateStore.from_endpoint(azurite.table_endpoint, credential, table_prefix="oauth") as store:
+            store.set_cursor("users-delta", "https://graph.microsoft.com/v1.0/users/delta?$deltatoken=x")
+            assert store.get_cursor("users-delta") == "https://graph.microsoft.com/v1.0/users/delta?$deltatoken=x"
+        assert set(credential.scopes) == {("https://storage.azure.com/.default",)}
+        # Azurite really checks the token: one minted for another resource is refused.
+        wrong_audience = StorageTokenCredential(audience="https://graph.microsoft.com")
+        with TableStateStore.from_endpoint(azurite.table_endpoint, wrong_audience, table_prefix="oauth") as store:
+            with pytest.raises(TransientError) as raised:
+                store.get_cursor("users-delta")
+        assert raised.value.code == "AuthenticationFailed"
 
 
 def test_locked_sqlite_database_is_a_transient_error(tmp_path) -> None:
