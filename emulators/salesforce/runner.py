@@ -20,7 +20,7 @@ import trustme
 from aiohttp import web
 
 from .org import EmulatedOrg
-from .server import build_app
+from .server import MAX_URI_BYTES, build_app
 
 
 @dataclass
@@ -65,10 +65,13 @@ def start_salesforce_emulator(
     failure: list[BaseException] = []
 
     async def serve() -> None:
-        runner = web.AppRunner(build_app(org), handle_signals=False)
+        # No access log (URLs carry usernames); request lines up to 2x the URI limit so 414 is ours to give.
+        runner = web.AppRunner(
+            build_app(org), handle_signals=False, access_log=None, shutdown_timeout=0, max_line_size=2 * MAX_URI_BYTES
+        )
         await runner.setup()
         try:
-            await web.SockSite(runner, sock, ssl_context=context, shutdown_timeout=0).start()
+            await web.SockSite(runner, sock, ssl_context=context).start()
             ready.set()
             while not stop.is_set():
                 await asyncio.sleep(0.05)

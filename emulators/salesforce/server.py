@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 API = r"/services/data/v{version:\d+\.\d+}"
 MAX_COLLECTION = 200
+MAX_URI_BYTES = 16_384  # Salesforce answers 414 above this
 ORG_KEY = web.AppKey("org", EmulatedOrg)
 CURSORS_KEY = web.AppKey("cursors", dict)
 
@@ -54,6 +55,8 @@ def _kind(request: web.Request) -> str:
 async def _api_edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Count, delay, authenticate, inject faults, and stamp Sforce-Limit-Info on every API response."""
     org = request.app[ORG_KEY]
+    if len(request.raw_path.encode()) > MAX_URI_BYTES:
+        return error_response(414, "URI_TOO_LONG", f"The request URI is longer than {MAX_URI_BYTES} bytes")
     unmatched = request.match_info.http_exception
     if unmatched is not None:
         if unmatched.status == 405:
