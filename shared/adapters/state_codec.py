@@ -38,6 +38,12 @@ def required_text(what: str, value: object) -> str:
     return value
 
 
+def cursor_update(name: str, value: str | None) -> tuple[str, str | None]:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"cursor value must be a string or None, got {type(value).__name__}")
+    return required_text("cursor name", name), value
+
+
 def encode_roles(role_ids: frozenset[str]) -> str:
     """A role set as one compact string: sorted ids separated by single spaces ("" for no roles)."""
     if isinstance(role_ids, str) or not isinstance(role_ids, (set, frozenset)):

@@ -19,6 +19,7 @@ from .state_codec import (
     LINK_FIELDS,
     Clock,
     assignment_changes,
+    cursor_update,
     decode_roles,
     failure_from,
     failure_values,
@@ -70,7 +71,7 @@ class SqliteStateStore:
         return row[0] if row else None
 
     def set_cursor(self, name: str, value: str | None) -> None:
-        required_text("cursor name", name)
+        name, value = cursor_update(name, value)
         with self._transaction() as db:
             if value is None:
                 db.execute("DELETE FROM cursors WHERE name = ?", (name,))
@@ -119,7 +120,7 @@ class SqliteStateStore:
 
     def release(self, key: str, owner: str) -> None:
         with self._transaction() as db:
-            db.execute("DELETE FROM leases WHERE key = ? AND owner = ?", (key, owner))
+            db.execute("DELETE FROM leases WHERE key = ? AND owner = ?", (required_text("lease key", key), owner))
 
     # failures
     def record_failure(self, failure: FailureRecord) -> None:
@@ -131,6 +132,10 @@ class SqliteStateStore:
             (required_text("message id", message_id),),
         )
         return failure_from(dict(zip(FAILURE_FIELDS, row))) if row else None
+
+    def delete_failure(self, message_id: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM failures WHERE message_id = ?", (required_text("message id", message_id),))
 
     # plumbing
     def _fetch_one(self, sql: str, parameters: tuple[str, ...]) -> tuple | None:

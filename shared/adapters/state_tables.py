@@ -30,6 +30,7 @@ from shared.core.models import FailureRecord, UserLink
 from .state_codec import (
     Clock,
     assignment_changes,
+    cursor_update,
     decode_roles,
     failure_from,
     failure_values,
@@ -134,8 +135,9 @@ class TableStateStore:
 
     @_translate_errors
     def set_cursor(self, name: str, value: str | None) -> None:
+        name, value = cursor_update(name, value)
         table = self._table("Cursors")
-        row_key = encode_key(required_text("cursor name", name))
+        row_key = encode_key(name)
         if value is None:
             table.delete_entity(_CURSOR_PARTITION, row_key)
         else:
@@ -227,6 +229,11 @@ class TableStateStore:
         key = required_text("message id", message_id)
         entity = self._get(self._table("Failures"), _bucket(key), encode_key(key))
         return failure_from(entity) if entity else None
+
+    @_translate_errors
+    def delete_failure(self, message_id: str) -> None:
+        key = required_text("message id", message_id)
+        self._table("Failures").delete_entity(_bucket(key), encode_key(key))
 
     # plumbing
     def _table(self, kind: str) -> TableClient:

@@ -100,6 +100,9 @@ def test_cursor_set_overwrite_delete(store: StateStore) -> None:
     store.set_cursor("assignments/page#2?", "other")
     assert store.get_cursor("users-delta") == delta_link
     assert store.get_cursor("assignments/page#2?") == "other"
+    with pytest.raises(TypeError, match="cursor value"):
+        store.set_cursor("users-delta", 42)
+    assert store.get_cursor("users-delta") == delta_link
     store.set_cursor("users-delta", None)
     store.set_cursor("never-set", None)
     assert store.get_cursor("users-delta") is None
@@ -210,6 +213,11 @@ def test_failures_keyed_by_awkward_message_ids(store: StateStore) -> None:
     broken = FailureRecord("m/1", "", "decode", "InvalidMessage", "", "2025-01-01T00:00:00+00:00")
     store.record_failure(broken)
     assert store.get_failure("m/1") == broken
+    store.delete_failure(message_id)
+    store.delete_failure("a/b.c#d?e")
+    store.delete_failure("never-recorded")
+    assert store.get_failure(message_id) is None and store.get_failure("a/b.c#d?e") is None
+    assert store.get_failure("back\\slash") is not None
 
 
 def test_oversized_failure_description_is_cut_not_refused(store: StateStore) -> None:
