@@ -9,6 +9,7 @@ import os
 import sqlite3
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 from shared.core.errors import TransientError
@@ -45,6 +46,8 @@ class SqliteStateStore:
     def __init__(self, path: str | os.PathLike[str], *, clock: Clock = utc_now, busy_timeout_seconds: float = 15.0) -> None:
         self._clock = clock
         self._lock = threading.Lock()
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)  # e.g. .local/state.sqlite3 on a fresh clone
         # isolation_level=None: we issue BEGIN ourselves, so every transaction boundary is explicit.
         self._db = sqlite3.connect(path, timeout=busy_timeout_seconds, isolation_level=None, check_same_thread=False)
         with self._errors():

@@ -59,7 +59,7 @@ def clock() -> ManualClock:
 def make_store(request: pytest.FixtureRequest, tmp_path, clock: ManualClock) -> Iterator[Callable[[], StateStore]]:
     """Makes store instances over one backing store: several instances behave like several workers."""
     if request.param == "sqlite":
-        path = tmp_path / "state.sqlite3"
+        path = tmp_path / "not-yet-created" / "state.sqlite3"
 
         def new_store() -> StateStore:
             return SqliteStateStore(path, clock=clock)
