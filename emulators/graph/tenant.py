@@ -1,0 +1,387 @@
+"""The in-memory Entra tenant behind the Graph emulator.
+
+Users (live, soft-deleted, hard-deleted), groups with direct members, service principals with app
+roles, and app role assignments. Every user change that a users/delta query could show is appended to
+`changes`, so a delta token is only a position in that log plus the selected properties.
+
+Tests and the demo mutate the tenant directly while the emulator serves it from another thread, so
+every public method takes the tenant's lock. Bad calls (unknown ids, duplicate UPNs) raise ValueError
+or KeyError at once rather than leaving a half-applied change."""
+from __future__ import annotations
+
+import base64
+import random
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable, Literal
+
+DEFAULT_ACCESS_ROLE_ID = "00000000-0000-0000-0000-000000000000"
+
+ChangeKind = Literal["created", "updated", "soft_deleted", "restored", "hard_deleted"]
+PrincipalType = Literal["User", "Group"]
+
+
+@dataclass(frozen=True, slots=True)
+class UserChangeRecord:
+    """One entry of the change log. `properties` names what an update changed (empty otherwise)."""
+
+    seq: int
+    user_id: str
+    kind: ChangeKind
+    properties: frozenset[str] = frozenset()
+
+
+@dataclass(slots=True)
+class Group:
+    id: str
+    display_name: str
+    member_ids: list[str] = field(default_factory=list)  # users and groups, insertion order
+
+
+@dataclass(frozen=True, slots=True)
+class AppRoleRecord:
+    id: str
+    display_name: str
+    value: str | None
+    is_enabled: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "allowedMemberTypes": ["User"],
+            "description": self.display_name,
+            "displayName": self.display_name,
+            "id": self.id,
+            "isEnabled": self.is_enabled,
+            "origin": "Application",
+            "value": self.value,
+        }
+
+
+@dataclass(slots=True)
+class ServicePrincipal:
+    id: str
+    app_id: str
+    display_name: str
+    app_roles: list[AppRoleRecord] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "appId": self.app_id,
+            "displayName": self.display_name,
+            "servicePrincipalType": "Application",
+            "accountEnabled": True,
+            "appRoles": [role.to_json() for role in self.app_roles],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    id: str
+    app_role_id: str
+    principal_id: str
+    principal_type: PrincipalType
+    principal_display_name: str
+    resource_id: str
+    resource_display_name: str
+    created: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "deletedDateTime": None,
+            "appRoleId": self.app_role_id,
+            "createdDateTime": self.created,
+            "principalDisplayName": self.principal_display_name,
+            "principalId": self.principal_id,
+            "principalType": self.principal_type,
+            "resourceDisplayName": self.resource_display_name,
+            "resourceId": self.resource_id,
+        }
+
+
+class Tenant:
+    """One Entra tenant. Ids are generated from `seed`, so the same calls give the same ids."""
+
+    def __init__(self, *, seed: int = 0, domain: str = "contoso.com") -> None:
+        self.domain = domain
+        self.lock = threading.RLock()
+        self._rng = random.Random(seed)
+        self._users: dict[str, dict[str, Any]] = {}
+        self._soft_deleted: dict[str, dict[str, Any]] = {}
+        self._hard_deleted: set[str] = set()
+        self._groups: dict[str, Group] = {}
+        self._service_principals: dict[str, ServicePrincipal] = {}
+        self._assignments: dict[str, Assignment] = {}
+        self._changes: list[UserChangeRecord] = []
+
+    # ----- ids and the change log -------------------------------------------------------------
+    def new_id(self) -> str:
+        with self.lock:
+            return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+
+    def _new_assignment_id(self) -> str:
+        # Real assignment ids are 43-character base64url strings, not GUIDs.
+        return base64.urlsafe_b64encode(self._rng.getrandbits(256).to_bytes(32, "big")).decode().rstrip("=")
+
+    def _record(self, user_id: str, kind: ChangeKind, properties: Iterable[str] = ()) -> None:
+        self._changes.append(UserChangeRecord(len(self._changes) + 1, user_id, kind, frozenset(properties)))
+
+    @property
+    def position(self) -> int:
+        """The sequence number of the newest change (0 before any)."""
+        with self.lock:
+            return len(self._changes)
+
+    def changes_between(self, after: int, upto: int) -> list[UserChangeRecord]:
+        with self.lock:
+            return self._changes[after:upto]
+
+    # ----- users ------------------------------------------------------------------------------
+    def add_user(self, *, id: str | None = None, **attributes: Any) -> str:
+        """Create a user from Graph property names; userPrincipalName and displayName are required."""
+        for required in ("userPrincipalName", "displayName"):
+            if not attributes.get(required):
+                raise ValueError(f"a user needs {required}")
+        with self.lock:
+            user_id = (id or self.new_id()).lower()
+            if self._exists(user_id):
+                raise ValueError(f"object {user_id} already exists")
+            upn = attributes["userPrincipalName"]
+            if self.find_user(upn) is not None:
+                raise ValueError(f"userPrincipalName {upn!r} is already taken")
+            attributes.setdefault("accountEnabled", True)
+            self._users[user_id] = {"id": user_id, **attributes}
+            self._record(user_id, "created")
+            return user_id
+
+    def update_user(self, user_id: str, **attributes: Any) -> frozenset[str]:
+        """Set properties (None clears one, as a PATCH with null does); returns what changed. Only
+        a real change is logged, as Graph only reports changed objects."""
+        with self.lock:
+            user = self._live_user(user_id)
+            upn = attributes.get("userPrincipalName")
+            if upn is not None:
+                other = self.find_user(upn)
+                if other is not None and other["id"] != user["id"]:
+                    raise ValueError(f"userPrincipalName {upn!r} is already taken")
+            changed = frozenset(name for name, value in attributes.items() if user.get(name) != value or name not in user)
+            changed -= {"id"}
+            if changed:
+                user.update({name: attributes[name] for name in changed})
+                self._record(user["id"], "updated", changed)
+            return changed
+
+    def soft_delete_user(self, user_id: str) -> None:
+        """Move the user to deleted items; restorable with restore_user."""
+        with self.lock:
+            user = self._live_user(user_id)
+            self._soft_deleted[user["id"]] = self._users.pop(user["id"])
+            self._record(user["id"], "soft_deleted")
+
+    def restore_user(self, user_id: str) -> None:
+        with self.lock:
+            key = user_id.lower()
+            if key not in self._soft_deleted:
+                raise KeyError(f"no soft-deleted user {user_id}")
+            self._users[key] = self._soft_deleted.pop(key)
+            self._record(key, "restored")
+
+    def hard_delete_user(self, user_id: str) -> None:
+        """Delete permanently (from live or deleted items), dropping memberships and assignments."""
+        with self.lock:
+            key = user_id.lower()
+            if self._users.pop(key, None) is None and self._soft_deleted.pop(key, None) is None:
+                raise KeyError(f"no user {user_id}")
+            self._hard_deleted.add(key)
+            for group in self._groups.values():
+                if key in group.member_ids:
+                    group.member_ids.remove(key)
+            for assignment in [a for a in self._assignments.values() if a.principal_id == key]:
+                del self._assignments[assignment.id]
+            self._record(key, "hard_deleted")
+
+    def find_user(self, id_or_upn: str) -> dict[str, Any] | None:
+        """A live user by object id or userPrincipalName (case-insensitive), as a copy."""
+        with self.lock:
+            key = id_or_upn.lower()
+            user = self._users.get(key)
+            if user is None and "@" in key:
+                user = next((u for u in self._users.values() if u["userPrincipalName"].lower() == key), None)
+            return dict(user) if user is not None else None
+
+    def user_state(self, user_id: str) -> Literal["live", "soft_deleted", "hard_deleted", "unknown"]:
+        with self.lock:
+            key = user_id.lower()
+            if key in self._users:
+                return "live"
+            if key in self._soft_deleted:
+                return "soft_deleted"
+            return "hard_deleted" if key in self._hard_deleted else "unknown"
+
+    def live_users_after(self, last_id: str, limit: int) -> list[dict[str, Any]]:
+        """Keyset page of live users ordered by id, so users deleted mid-sync shift nothing."""
+        with self.lock:
+            ids = sorted(key for key in self._users if key > last_id)[:limit]
+            return [dict(self._users[key]) for key in ids]
+
+    @property
+    def user_ids(self) -> list[str]:
+        with self.lock:
+            return list(self._users)
+
+    def _live_user(self, user_id: str) -> dict[str, Any]:
+        user = self._users.get(user_id.lower())
+        if user is None:
+            raise KeyError(f"no live user {user_id}")
+        return user
+
+    def _exists(self, object_id: str) -> bool:
+        return (
+            object_id in self._users
+            or object_id in self._soft_deleted
+            or object_id in self._groups
+            or object_id in self._service_principals
+        )
+
+    # ----- groups -----------------------------------------------------------------------------
+    def add_group(self, display_name: str, *, id: str | None = None) -> str:
+        with self.lock:
+            group_id = (id or self.new_id()).lower()
+            if self._exists(group_id):
+                raise ValueError(f"object {group_id} already exists")
+            self._groups[group_id] = Group(group_id, display_name)
+            return group_id
+
+    def add_member(self, group_id: str, member_id: str) -> None:
+        """Add a user or a group as a direct member (idempotent)."""
+        with self.lock:
+            group = self._group(group_id)
+            key = member_id.lower()
+            if key not in self._users and key not in self._groups:
+                raise KeyError(f"no user or group {member_id}")
+            if key == group.id:
+                raise ValueError("a group cannot be a member of itself")
+            if key not in group.member_ids:
+                group.member_ids.append(key)
+
+    def remove_member(self, group_id: str, member_id: str) -> None:
+        with self.lock:
+            group = self._group(group_id)
+            try:
+                group.member_ids.remove(member_id.lower())
+            except ValueError:
+                raise KeyError(f"{member_id} is not a member of {group_id}") from None
+
+    def group_members(self, group_id: str) -> list[dict[str, Any]]:
+        """Direct members that exist now (soft-deleted users are hidden), with their @odata.type."""
+        with self.lock:
+            members = []
+            for key in self._group(group_id).member_ids:
+                if key in self._users:
+                    members.append({"@odata.type": "#microsoft.graph.user", **self._users[key]})
+                elif key in self._groups:
+                    members.append(
+                        {"@odata.type": "#microsoft.graph.group", "id": key, "displayName": self._groups[key].display_name}
+                    )
+            return members
+
+    def _group(self, group_id: str) -> Group:
+        group = self._groups.get(group_id.lower())
+        if group is None:
+            raise KeyError(f"no group {group_id}")
+        return group
+
+    def has_group(self, group_id: str) -> bool:
+        with self.lock:
+            return group_id.lower() in self._groups
+
+    # ----- service principals, app roles, assignments -------------------------------------------
+    def add_service_principal(self, display_name: str, *, id: str | None = None, app_id: str | None = None) -> str:
+        with self.lock:
+            sp_id = (id or self.new_id()).lower()
+            if self._exists(sp_id):
+                raise ValueError(f"object {sp_id} already exists")
+            self._service_principals[sp_id] = ServicePrincipal(sp_id, (app_id or self.new_id()).lower(), display_name)
+            return sp_id
+
+    def add_app_role(
+        self, service_principal_id: str, display_name: str, *, value: str | None = None, id: str | None = None,
+        is_enabled: bool = True,
+    ) -> str:
+        if value is not None and " " in value:
+            raise ValueError("an app role value cannot contain spaces")
+        with self.lock:
+            sp = self.service_principal(service_principal_id)
+            role = AppRoleRecord((id or self.new_id()).lower(), display_name, value, is_enabled)
+            if any(existing.id == role.id for existing in sp.app_roles):
+                raise ValueError(f"app role {role.id} already exists")
+            sp.app_roles.append(role)
+            return role.id
+
+    def service_principal(self, id_or_app_id: str, *, by_app_id: bool = False) -> ServicePrincipal:
+        with self.lock:
+            key = id_or_app_id.lower()
+            sp = (
+                next((s for s in self._service_principals.values() if s.app_id == key), None)
+                if by_app_id
+                else self._service_principals.get(key)
+            )
+            if sp is None:
+                raise KeyError(f"no service principal {id_or_app_id}")
+            return sp
+
+    def assign(self, service_principal_id: str, principal_id: str, app_role_id: str) -> str:
+        """Grant an app role of the service principal to a user or a group; returns the assignment id."""
+        with self.lock:
+            sp = self.service_principal(service_principal_id)
+            role_id = app_role_id.lower()
+            if role_id != DEFAULT_ACCESS_ROLE_ID and all(role.id != role_id for role in sp.app_roles):
+                raise ValueError(f"app role {app_role_id} is not defined on {sp.display_name}")
+            key = principal_id.lower()
+            if key in self._users:
+                principal_type: PrincipalType = "User"
+                principal_name = self._users[key]["displayName"]
+            elif key in self._groups:
+                principal_type, principal_name = "Group", self._groups[key].display_name
+            else:
+                raise KeyError(f"no user or group {principal_id}")
+            if any(a.principal_id == key and a.app_role_id == role_id and a.resource_id == sp.id
+                   for a in self._assignments.values()):
+                raise ValueError("Permission being assigned already exists on the object")
+            assignment = Assignment(
+                self._new_assignment_id(), role_id, key, principal_type, principal_name, sp.id, sp.display_name,
+                datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+            )
+            self._assignments[assignment.id] = assignment
+            return assignment.id
+
+    def unassign(self, assignment_id: str) -> None:
+        with self.lock:
+            if self._assignments.pop(assignment_id, None) is None:
+                raise KeyError(f"no app role assignment {assignment_id}")
+
+    def assignments_of(self, principal_id: str) -> list[Assignment]:
+        """Assignments whose principal is this user or group (any resource)."""
+        with self.lock:
+            key = principal_id.lower()
+            return [a for a in self._assignments.values() if a.principal_id == key]
+
+    def assigned_to(self, service_principal_id: str) -> list[Assignment]:
+        """appRoleAssignedTo: assignments to principals that exist now (soft-deleted ones are hidden)."""
+        with self.lock:
+            sp = self.service_principal(service_principal_id)
+            return [
+                a for a in self._assignments.values()
+                if a.resource_id == sp.id and (a.principal_id in self._users or a.principal_id in self._groups)
+            ]
+
+    def user_app_role_assignments(self, user_id: str) -> list[Assignment]:
+        """As Graph documents users/{id}/appRoleAssignments: the user's own assignments plus those of
+        groups it is a *direct* member of (nested groups do not count)."""
+        with self.lock:
+            key = self._live_user(user_id)["id"]
+            group_ids = [g.id for g in self._groups.values() if key in g.member_ids]
+            return [a for a in self._assignments.values() if a.principal_id == key or a.principal_id in group_ids]

@@ -1,0 +1,273 @@
+"""Microsoft Graph adapter: the Directory and Mailer ports of shared.core.ports over msgraph-sdk.
+
+Requests are built with the SDK's request builders and sent through its request adapter (auth,
+retry and redirect middleware apply), but responses are read as raw JSON: parsing Graph JSON into SDK
+model objects costs ~16 ms per user against ~0.07 ms as plain JSON. Delta pages are followed by hand
+(PageIterator stops at an empty page that still has a nextLink). Ids come back as lower-case strings;
+SDK and httpx errors leave this module only as core errors (graph_error, DeltaTokenExpired).
+`calls` counts the HTTP requests made per operation (retries inside the middleware not included)."""
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+from urllib.parse import urlsplit
+
+import httpx
+from azure.core.exceptions import ClientAuthenticationError
+from kiota_abstractions.api_error import APIError
+from kiota_abstractions.base_request_configuration import RequestConfiguration
+from kiota_abstractions.request_information import RequestInformation
+from msgraph import GraphServiceClient
+from msgraph.generated.groups.item.members.members_request_builder import MembersRequestBuilder
+from msgraph.generated.models.body_type import BodyType
+from msgraph.generated.models.email_address import EmailAddress
+from msgraph.generated.models.item_body import ItemBody
+from msgraph.generated.models.message import Message
+from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+from msgraph.generated.models.recipient import Recipient
+from msgraph.generated.service_principals.item.app_role_assigned_to.app_role_assigned_to_request_builder import (
+    AppRoleAssignedToRequestBuilder,
+)
+from msgraph.generated.service_principals.item.service_principal_item_request_builder import (
+    ServicePrincipalItemRequestBuilder,
+)
+from msgraph.generated.users.delta.delta_request_builder import DeltaRequestBuilder
+from msgraph.generated.users.item.app_role_assignments.app_role_assignments_request_builder import (
+    AppRoleAssignmentsRequestBuilder,
+)
+from msgraph.generated.users.item.send_mail.send_mail_post_request_body import SendMailPostRequestBody
+from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
+
+from shared.core.errors import ConfigurationError, DeltaTokenExpired, ProvisioningError, graph_error
+from shared.core.models import AppRole, AppRoleAssignment, DeltaPage, EntraUser, EntraUserState, UserChange
+
+from .graph_client import GraphRetryPolicy, StaticTokenCredential, build_graph_client
+
+__all__ = ["GraphDirectory", "GraphMailer", "GraphRetryPolicy", "StaticTokenCredential", "build_graph_client"]
+
+logger = logging.getLogger(__name__)
+
+_ERROR_MAP: dict[str, Any] = {"XXX": ODataError}
+_EXPIRED_TOKEN_CODES = frozenset({"syncStateNotFound", "resyncRequired", "Directory_ExpiredPageToken"})
+_USER_TYPE = "#microsoft.graph.user"
+MAX_PAGE_SIZE = 999
+
+
+class GraphDirectory:
+    """Directory over Graph. `page_size` is the $top of list calls (Graph allows 1..999)."""
+
+    def __init__(self, client: GraphServiceClient, *, page_size: int = MAX_PAGE_SIZE,
+                 calls: Counter[str] | None = None) -> None:
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ConfigurationError(f"Graph page size must be 1..{MAX_PAGE_SIZE}, got {page_size}")
+        self._client = client
+        self._page_size = page_size
+        base = urlsplit(client.request_adapter.base_url)
+        self._origin = f"{base.scheme}://{base.netloc}".lower()
+        self.calls: Counter[str] = calls if calls is not None else Counter()
+
+    async def users_delta_page(self, link: str | None, select: Sequence[str]) -> DeltaPage:
+        delta = self._client.users.delta
+        if link is None:
+            query = DeltaRequestBuilder.DeltaRequestBuilderGetQueryParameters(select=_with_id(select))
+            info = delta.to_get_request_information(RequestConfiguration(query_parameters=query))
+        else:
+            if not link.lower().startswith(self._origin + "/"):
+                # A link from another cloud or emulator cannot be resumed here: start over.
+                raise DeltaTokenExpired("the stored delta link belongs to another Graph endpoint")
+            info = delta.with_url(link).to_get_request_information()
+        data = await self._get(info, "users_delta", delta=True)
+        assert data is not None
+        next_link, delta_link = data.get("@odata.nextLink"), data.get("@odata.deltaLink")
+        if bool(next_link) == bool(delta_link):
+            raise graph_error(None, "MalformedResponse", "a users/delta page needs exactly one of nextLink and deltaLink")
+        changes = tuple(
+            UserChange(_object_id(item), (item.get("@removed") or {}).get("reason")) for item in _value(data)
+        )
+        return DeltaPage(changes, next_link=next_link, delta_link=delta_link)
+
+    async def app_role_assignments(self, service_principal_id: str) -> list[AppRoleAssignment]:
+        builder = self._client.service_principals.by_service_principal_id(service_principal_id).app_role_assigned_to
+        query = AppRoleAssignedToRequestBuilder.AppRoleAssignedToRequestBuilderGetQueryParameters(top=self._page_size)
+        items = await self._all(builder, builder.to_get_request_information(RequestConfiguration(query_parameters=query)),
+                                "app_role_assigned_to")
+        return [_assignment(item) for item in items]
+
+    async def group_member_ids(self, group_id: str) -> list[str]:
+        builder = self._client.groups.by_group_id(group_id).members
+        query = MembersRequestBuilder.MembersRequestBuilderGetQueryParameters(select=["id"], top=self._page_size)
+        items = await self._all(builder, builder.to_get_request_information(RequestConfiguration(query_parameters=query)),
+                                "group_members")
+        return [_object_id(item) for item in items if item.get("@odata.type") == _USER_TYPE]
+
+    async def app_roles(self, service_principal_id: str) -> list[AppRole]:
+        builder = self._client.service_principals.by_service_principal_id(service_principal_id)
+        query = ServicePrincipalItemRequestBuilder.ServicePrincipalItemRequestBuilderGetQueryParameters(
+            select=["id", "appRoles"])
+        data = await self._get(builder.to_get_request_information(RequestConfiguration(query_parameters=query)),
+                               "service_principal")
+        assert data is not None
+        try:
+            return [
+                AppRole(str(role["id"]).lower(), role.get("displayName") or "", role.get("value"),
+                        bool(role.get("isEnabled", True)))
+                for role in data.get("appRoles") or []
+            ]
+        except (KeyError, TypeError, AttributeError):
+            raise graph_error(None, "MalformedResponse", "an appRole without an id") from None
+
+    async def user_state(self, user_id: str, select: Sequence[str], service_principal_id: str) -> EntraUserState:
+        user_key = user_id.lower()
+        user_builder = self._client.users.by_user_id(user_key)
+        query = UserItemRequestBuilder.UserItemRequestBuilderGetQueryParameters(select=_with_id(select))
+        data = await self._get(user_builder.to_get_request_information(RequestConfiguration(query_parameters=query)),
+                               "user", missing_ok=True)
+        if data is None:
+            return EntraUserState(user_key, None)
+        attributes = {name: value for name, value in data.items() if not name.startswith("@odata.")}
+        attributes["id"] = _object_id(data)
+
+        builder = user_builder.app_role_assignments
+        query_ra = AppRoleAssignmentsRequestBuilder.AppRoleAssignmentsRequestBuilderGetQueryParameters(
+            filter=f"resourceId eq {service_principal_id.lower()}", top=self._page_size)
+        items = await self._all(builder, builder.to_get_request_information(RequestConfiguration(query_parameters=query_ra)),
+                                "user_app_role_assignments", missing_ok=True)
+        if items is None:  # deleted between the two reads
+            return EntraUserState(user_key, None)
+        # The filter is the server's job; checking again costs nothing and guards against a lax one.
+        resource = service_principal_id.lower()
+        roles = frozenset(_assignment(item).app_role_id for item in items
+                          if str(item.get("resourceId", "")).lower() == resource)
+        return EntraUserState(user_key, EntraUser(attributes["id"], attributes), roles)
+
+    # ----- transport ------------------------------------------------------------------------------
+    async def _get(self, info: RequestInformation, operation: str, *, delta: bool = False,
+                   missing_ok: bool = False) -> dict[str, Any] | None:
+        self.calls[operation] += 1
+        try:
+            raw = await self._client.request_adapter.send_primitive_async(info, "bytes", _ERROR_MAP)
+        except APIError as exc:
+            status, code = exc.response_status_code, _error_code(exc)
+            if missing_ok and status == 404:
+                return None
+            if delta and (status == 410 or status == 400 and code in _EXPIRED_TOKEN_CODES):
+                logger.warning("users/delta token no longer valid (HTTP %s, %s): full sync needed", status, code)
+                raise DeltaTokenExpired(f"HTTP {status} {code or ''}".strip()) from exc
+            raise _translate(exc) from exc
+        except (httpx.HTTPError, ClientAuthenticationError) as exc:
+            raise _translate(exc) from exc
+        return _json_object(raw)
+
+    async def _all(self, builder: Any, info: RequestInformation, operation: str, *,
+                   missing_ok: bool = False) -> list[dict[str, Any]] | None:
+        """Every item of a paged list, following nextLinks (with_url ignores path and query)."""
+        items: list[dict[str, Any]] = []
+        while True:
+            data = await self._get(info, operation, missing_ok=missing_ok)
+            if data is None:
+                return None
+            items.extend(_value(data))
+            next_link = data.get("@odata.nextLink")
+            if not next_link:
+                return items
+            info = builder.with_url(next_link).to_get_request_information()
+
+
+class GraphMailer:
+    """Mailer over Graph sendMail (application permission Mail.Send). Returns once Graph answered 202."""
+
+    def __init__(self, client: GraphServiceClient, *, calls: Counter[str] | None = None,
+                 save_to_sent_items: bool = True) -> None:
+        self._client = client
+        self._save = save_to_sent_items
+        self.calls: Counter[str] = calls if calls is not None else Counter()
+
+    async def send_mail(self, sender: str, to: Sequence[str], subject: str, body: str) -> None:
+        if not to:
+            raise ConfigurationError("sendMail needs at least one recipient")
+        request_body = SendMailPostRequestBody(
+            message=Message(
+                subject=subject,
+                body=ItemBody(content_type=BodyType.Text, content=body),
+                to_recipients=[Recipient(email_address=EmailAddress(address=address)) for address in to],
+            ),
+            save_to_sent_items=self._save,
+        )
+        self.calls["send_mail"] += 1
+        with _graph_errors():
+            await self._client.users.by_user_id(sender).send_mail.post(request_body)
+
+
+# ----- translation ----------------------------------------------------------------------------------
+@contextmanager
+def _graph_errors() -> Iterator[None]:
+    try:
+        yield
+    except (APIError, httpx.HTTPError, ClientAuthenticationError) as exc:
+        raise _translate(exc) from exc
+
+
+def _translate(exc: Exception) -> ProvisioningError:
+    if isinstance(exc, APIError):
+        retry_after = _retry_after(exc.response_headers)
+        if isinstance(exc, ODataError) and exc.error is not None:
+            return graph_error(exc.response_status_code, exc.error.code, exc.error.message or "", retry_after)
+        # A body that is not a Graph error envelope, e.g. an HTML page from a gateway.
+        return graph_error(exc.response_status_code, None, "Graph answered with a non-JSON error body", retry_after)
+    if isinstance(exc, ClientAuthenticationError):
+        # Token acquisition failed (managed identity endpoint hiccup or misconfiguration): retry.
+        return graph_error(None, "CredentialUnavailable", "could not get a token for Graph")
+    return graph_error(None, type(exc).__name__, "Graph request failed before a response arrived")
+
+
+def _error_code(exc: APIError) -> str | None:
+    return exc.error.code if isinstance(exc, ODataError) and exc.error is not None else None
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("retry-after") if headers is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date; the retry middleware has already waited for it
+
+
+# ----- JSON shapes ----------------------------------------------------------------------------------
+def _json_object(raw: bytes | None) -> dict[str, Any]:
+    try:
+        data = json.loads(raw or b"")
+    except ValueError:
+        raise graph_error(None, "MalformedResponse", "Graph answered 2xx with a body that is not JSON") from None
+    if not isinstance(data, dict):
+        raise graph_error(None, "MalformedResponse", "Graph answered 2xx with JSON that is not an object")
+    return data
+
+
+def _value(data: dict[str, Any]) -> list[dict[str, Any]]:
+    value = data.get("value")
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise graph_error(None, "MalformedResponse", "a Graph collection without a list of objects in 'value'")
+    return value
+
+
+def _object_id(item: dict[str, Any]) -> str:
+    value = item.get("id")
+    if not value:
+        raise graph_error(None, "MalformedResponse", "a Graph object without an id")
+    return str(value).lower()
+
+
+def _with_id(select: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(["id", *select]))
+
+
+def _assignment(item: dict[str, Any]) -> AppRoleAssignment:
+    try:
+        # Assignment ids are case-sensitive base64url strings: kept as they are.
+        return AppRoleAssignment(str(item["id"]), str(item["principalId"]).lower(), item["principalType"],
+                                 str(item["appRoleId"]).lower())
+    except KeyError as missing:
+        raise graph_error(None, "MalformedResponse", f"an appRoleAssignment without {missing}") from None
