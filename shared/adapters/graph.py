@@ -44,9 +44,10 @@ from msgraph.generated.users.item.user_item_request_builder import UserItemReque
 from shared.core.errors import ConfigurationError, DeltaTokenExpired, ProvisioningError, graph_error
 from shared.core.models import AppRole, AppRoleAssignment, DeltaPage, EntraUser, EntraUserState, UserChange
 
-from .graph_client import GraphRetryPolicy, StaticTokenCredential, build_graph_client
+from .graph_client import GraphRetryPolicy, StaticTokenCredential, build_graph_client, close_graph_client
 
-__all__ = ["GraphDirectory", "GraphMailer", "GraphRetryPolicy", "StaticTokenCredential", "build_graph_client"]
+__all__ = ["GraphDirectory", "GraphMailer", "GraphRetryPolicy", "StaticTokenCredential", "build_graph_client",
+           "close_graph_client"]
 
 logger = logging.getLogger(__name__)
 

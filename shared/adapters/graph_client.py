@@ -118,3 +118,13 @@ def build_graph_client(
     adapter = GraphRequestAdapter(auth, http_client)
     adapter.base_url = f"{parts.scheme}://{parts.netloc}{parts.path}"
     return GraphServiceClient(request_adapter=adapter)
+
+
+async def close_graph_client(client: GraphServiceClient) -> None:
+    """Close the client's connections. kiota's request adapter holds the httpx client privately, and
+    msgraph-core 1.5.2's AsyncGraphTransport has no aclose(), so the transport it wraps is closed here."""
+    http_client: httpx.AsyncClient = client.request_adapter._http_client
+    wrapped = getattr(http_client._transport, "transport", None)
+    await http_client.aclose()
+    if isinstance(wrapped, httpx.AsyncBaseTransport):
+        await wrapped.aclose()

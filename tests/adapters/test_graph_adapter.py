@@ -1,7 +1,7 @@
 """The Graph adapter, driven through the real msgraph-sdk over HTTP against the Graph emulator."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 from azure.core.credentials_async import AsyncTokenCredential
@@ -14,6 +14,7 @@ from shared.adapters.graph import (
     GraphRetryPolicy,
     StaticTokenCredential,
     build_graph_client,
+    close_graph_client,
 )
 from shared.core.errors import ConfigurationError, DeltaTokenExpired, PermanentError, TransientError
 from shared.core.models import DeltaPage
@@ -33,9 +34,26 @@ def graph(tenant: Tenant) -> Iterator[GraphEmulator]:
         yield emulator
 
 
-def directory(graph: GraphEmulator, *, page_size: int = 999) -> GraphDirectory:
-    client = build_graph_client(graph.base_url, StaticTokenCredential(graph.token), retry=FAST_RETRY)
-    return GraphDirectory(client, page_size=page_size)
+@pytest.fixture
+async def client_for() -> AsyncIterator[Callable[..., object]]:
+    """Build Graph clients for the test and close their connection pools afterwards."""
+    clients = []
+
+    def build(base_url: str, token: str):
+        clients.append(build_graph_client(base_url, StaticTokenCredential(token), retry=FAST_RETRY))
+        return clients[-1]
+
+    yield build
+    for client in clients:
+        await close_graph_client(client)
+
+
+@pytest.fixture
+def directory(graph: GraphEmulator, client_for) -> Callable[..., GraphDirectory]:
+    def build(*, page_size: int = 999, token: str | None = None, base_url: str | None = None) -> GraphDirectory:
+        return GraphDirectory(client_for(base_url or graph.base_url, token or graph.token), page_size=page_size)
+
+    return build
 
 
 def add_users(tenant: Tenant, count: int, prefix: str = "user") -> list[str]:
@@ -62,19 +80,19 @@ def ids_of(pages: list[DeltaPage]) -> list[str]:
 
 
 # ----- users/delta -------------------------------------------------------------------------------------
-async def test_initial_sync_follows_every_page_including_empty_ones_with_a_next_link(graph, tenant):
+async def test_initial_sync_follows_every_page_including_empty_ones_with_a_next_link(directory, graph, tenant):
     user_ids = add_users(tenant, 7)
     graph.delta.empty_pages = 2
-    pages, delta_link = await full_sync(directory(graph))
+    pages, delta_link = await full_sync(directory())
     assert sorted(ids_of(pages)) == sorted(user_ids)
     assert [len(p.changes) for p in pages][:2] == [0, 0] and all(p.next_link for p in pages[:2])
     assert len(pages) == 2 + 3  # two empty pages, then 3 + 3 + 1 users
     assert delta_link.startswith(graph.base_url + "/users/delta?$deltatoken=")
 
 
-async def test_resuming_from_a_stored_delta_link_shows_only_the_changes(graph, tenant):
+async def test_resuming_from_a_stored_delta_link_shows_only_the_changes(directory, graph, tenant):
     user_ids = add_users(tenant, 5)
-    dir_ = directory(graph)
+    dir_ = directory()
     _, stored = await full_sync(dir_)
     tenant.update_user(user_ids[1], displayName="Renamed")
     tenant.update_user(user_ids[2], jobTitle="not selected, so not a change")
@@ -85,9 +103,9 @@ async def test_resuming_from_a_stored_delta_link_shows_only_the_changes(graph, t
     assert ids_of(pages) == []
 
 
-async def test_removed_objects_carry_both_reasons(graph, tenant):
+async def test_removed_objects_carry_both_reasons(directory, graph, tenant):
     soft, hard, restored = add_users(tenant, 3)
-    dir_ = directory(graph)
+    dir_ = directory()
     _, stored = await full_sync(dir_)
     tenant.soft_delete_user(soft)
     tenant.hard_delete_user(hard)
@@ -98,24 +116,24 @@ async def test_removed_objects_carry_both_reasons(graph, tenant):
     assert removed == {soft: "changed", hard: "deleted", restored: None}
 
 
-async def test_ids_come_back_lower_case(graph, tenant):
+async def test_ids_come_back_lower_case(directory, graph, tenant):
     tenant.add_user(id="ABCDEF01-2345-4678-89AB-CDEF01234567", userPrincipalName="up@contoso.com", displayName="Up")
-    pages, _ = await full_sync(directory(graph))
+    pages, _ = await full_sync(directory())
     assert ids_of(pages) == ["abcdef01-2345-4678-89ab-cdef01234567"]
 
 
-async def test_an_expired_delta_token_raises_delta_token_expired(graph, tenant):
+async def test_an_expired_delta_token_raises_delta_token_expired(directory, graph, tenant):
     add_users(tenant, 2)
-    dir_ = directory(graph)
+    dir_ = directory()
     _, stored = await full_sync(dir_)
     graph.delta.expire_tokens()
     with pytest.raises(DeltaTokenExpired):
         await dir_.users_delta_page(stored, SELECT)
 
 
-async def test_410_gone_raises_delta_token_expired(graph, tenant):
+async def test_410_gone_raises_delta_token_expired(directory, graph, tenant):
     add_users(tenant, 2)
-    dir_ = directory(graph)
+    dir_ = directory()
     _, stored = await full_sync(dir_)
     graph.delta.gone_requests = 1
     with pytest.raises(DeltaTokenExpired):
@@ -124,9 +142,9 @@ async def test_410_gone_raises_delta_token_expired(graph, tenant):
     assert ids_of(pages) == []
 
 
-async def test_a_delta_link_from_another_endpoint_starts_a_full_sync(graph, tenant):
+async def test_a_delta_link_from_another_endpoint_starts_a_full_sync(directory, graph, tenant):
     with pytest.raises(DeltaTokenExpired):
-        await directory(graph).users_delta_page("https://graph.microsoft.com/v1.0/users/delta?$deltatoken=x", SELECT)
+        await directory().users_delta_page("https://graph.microsoft.com/v1.0/users/delta?$deltatoken=x", SELECT)
     assert graph.calls["users.delta"] == 0
 
 
@@ -142,40 +160,40 @@ def salesforce_app(tenant: Tenant) -> dict[str, str]:
     }
 
 
-async def test_app_role_assigned_to_follows_every_page(graph, tenant, salesforce_app):
+async def test_app_role_assigned_to_follows_every_page(directory, graph, tenant, salesforce_app):
     user_ids = add_users(tenant, 11)
     for user_id in user_ids:
         tenant.assign(salesforce_app["sp"], user_id, salesforce_app["standard"])
     group = tenant.add_group("Sales")
     tenant.assign(salesforce_app["sp"], group, salesforce_app["sales"])
-    rows = await directory(graph, page_size=4).app_role_assignments(salesforce_app["sp"].upper())
+    rows = await directory(page_size=4).app_role_assignments(salesforce_app["sp"].upper())
     assert graph.calls["servicePrincipals.appRoleAssignedTo"] == 3
     assert sorted(r.principal_id for r in rows) == sorted([*user_ids, group])
     assert {r.principal_type for r in rows} == {"User", "Group"}
     assert len({r.id for r in rows}) == 12
 
 
-async def test_group_members_pages_and_keeps_only_users(graph, tenant):
+async def test_group_members_pages_and_keeps_only_users(directory, graph, tenant):
     user_ids = add_users(tenant, 5)
     group, nested = tenant.add_group("Sales"), tenant.add_group("Contractors")
     for user_id in user_ids:
         tenant.add_member(group, user_id)
     tenant.add_member(group, nested)
     tenant.add_member(nested, tenant.add_user(userPrincipalName="c@contoso.com", displayName="C"))
-    member_ids = await directory(graph, page_size=2).group_member_ids(group)
+    member_ids = await directory(page_size=2).group_member_ids(group)
     assert member_ids == user_ids
     assert graph.calls["groups.members"] == 3
 
 
-async def test_app_roles_of_the_service_principal(graph, salesforce_app):
-    roles = await directory(graph).app_roles(salesforce_app["sp"])
+async def test_app_roles_of_the_service_principal(directory, graph, salesforce_app):
+    roles = await directory().app_roles(salesforce_app["sp"])
     assert {r.display_name: r.id for r in roles} == {
         "Standard User": salesforce_app["standard"], "Sales User": salesforce_app["sales"],
         "System Administrator": salesforce_app["admin"],
     }
 
 
-async def test_user_state_has_direct_and_group_roles_but_not_nested_group_roles(graph, tenant, salesforce_app):
+async def test_user_state_has_direct_and_group_roles_but_not_nested_group_roles(directory, graph, tenant, salesforce_app):
     sp = salesforce_app["sp"]
     user, other = add_users(tenant, 2)
     sales, contractors = tenant.add_group("Sales"), tenant.add_group("Contractors")
@@ -188,7 +206,7 @@ async def test_user_state_has_direct_and_group_roles_but_not_nested_group_roles(
     another_app = tenant.add_service_principal("Another app")
     tenant.assign(another_app, user, tenant.add_app_role(another_app, "Reader", value="Reader"))
 
-    dir_ = directory(graph, page_size=1)
+    dir_ = directory(page_size=1)
     state = await dir_.user_state(user.upper(), ["displayName", "mail", "givenName"], sp)
     assert state.user is not None and state.user_id == user
     assert state.user.attributes == {"id": user, "displayName": "User 0", "mail": "user0@contoso.com",
@@ -199,7 +217,7 @@ async def test_user_state_has_direct_and_group_roles_but_not_nested_group_roles(
 
 
 @pytest.mark.parametrize("fate", ["unknown", "soft_deleted", "hard_deleted"])
-async def test_user_state_of_a_missing_user_has_no_user(graph, tenant, salesforce_app, fate):
+async def test_user_state_of_a_missing_user_has_no_user(directory, graph, tenant, salesforce_app, fate):
     (user_id,) = add_users(tenant, 1)
     tenant.assign(salesforce_app["sp"], user_id, salesforce_app["standard"])
     if fate == "unknown":
@@ -208,15 +226,14 @@ async def test_user_state_of_a_missing_user_has_no_user(graph, tenant, salesforc
         tenant.soft_delete_user(user_id)
     else:
         tenant.hard_delete_user(user_id)
-    state = await directory(graph).user_state(user_id, SELECT, salesforce_app["sp"])
+    state = await directory().user_state(user_id, SELECT, salesforce_app["sp"])
     assert state.user is None and state.app_role_ids == frozenset() and state.user_id == user_id
 
 
 # ----- sendMail ---------------------------------------------------------------------------------------
-async def test_send_mail_is_accepted_and_recorded(graph, tenant):
+async def test_send_mail_is_accepted_and_recorded(graph, tenant, client_for):
     sender = tenant.add_user(userPrincipalName="alerts@contoso.com", displayName="Alerts")
-    client = build_graph_client(graph.base_url, StaticTokenCredential(graph.token), retry=FAST_RETRY)
-    mailer = GraphMailer(client, save_to_sent_items=False)
+    mailer = GraphMailer(client_for(graph.base_url, graph.token), save_to_sent_items=False)
     await mailer.send_mail("alerts@contoso.com", ["admin@contoso.com", "o'brien@contoso.com"], "3 failures",
                            "Zoë Ñúñez: DUPLICATE_USERNAME")
     (mail,) = graph.outbox
@@ -226,65 +243,59 @@ async def test_send_mail_is_accepted_and_recorded(graph, tenant):
     assert mailer.calls["send_mail"] == 1
 
 
-async def test_send_mail_from_an_unknown_mailbox_is_a_permanent_error(graph):
-    client = build_graph_client(graph.base_url, StaticTokenCredential(graph.token), retry=FAST_RETRY)
+async def test_send_mail_from_an_unknown_mailbox_is_a_permanent_error(graph, client_for):
     with pytest.raises(PermanentError) as caught:
-        await GraphMailer(client).send_mail("nobody@contoso.com", ["admin@contoso.com"], "s", "b")
+        await GraphMailer(client_for(graph.base_url, graph.token)).send_mail("nobody@contoso.com", ["admin@contoso.com"], "s", "b")
     assert caught.value.code == "ErrorInvalidUser" and graph.outbox == []
 
 
 # ----- failures -------------------------------------------------------------------------------------
-async def test_429_with_retry_after_is_honoured_then_succeeds(graph, tenant, salesforce_app):
+async def test_429_with_retry_after_is_honoured_then_succeeds(directory, graph, tenant, salesforce_app):
     (user_id,) = add_users(tenant, 1)
     graph.faults.add("users.get", 429, times=1, retry_after=1)
-    state = await directory(graph).user_state(user_id, SELECT, salesforce_app["sp"])
+    state = await directory().user_state(user_id, SELECT, salesforce_app["sp"])
     assert state.user is not None
     first, second = [r for r in graph.requests if r.route == "users.get"]
     assert (first.retry_attempt, second.retry_attempt) == (0, 1)
     assert second.at - first.at >= 0.95  # waited for Retry-After (a lower bound: noise only adds)
 
 
-async def test_retries_exhausted_on_503_become_a_transient_error(graph, tenant, salesforce_app):
+async def test_retries_exhausted_on_503_become_a_transient_error(directory, graph, tenant, salesforce_app):
     (user_id,) = add_users(tenant, 1)
     graph.faults.add("users.get", 503)
     with pytest.raises(TransientError) as caught:
-        await directory(graph).user_state(user_id, SELECT, salesforce_app["sp"])
+        await directory().user_state(user_id, SELECT, salesforce_app["sp"])
     assert caught.value.code == "serviceNotAvailable"
     assert graph.calls["users.get"] == 1 + FAST_RETRY.max_retries
 
 
-async def test_a_throttle_longer_than_the_retry_ceiling_surfaces_its_retry_after(graph, tenant):
+async def test_a_throttle_longer_than_the_retry_ceiling_surfaces_its_retry_after(directory, graph, tenant):
     graph.faults.add("users.delta", 429, retry_after=600)
     with pytest.raises(TransientError) as caught:
-        await directory(graph).users_delta_page(None, SELECT)
+        await directory().users_delta_page(None, SELECT)
     assert caught.value.retry_after == 600 and graph.calls["users.delta"] == 1
 
 
-async def test_a_non_json_502_becomes_a_transient_error(graph, tenant):
+async def test_a_non_json_502_becomes_a_transient_error(directory, graph, tenant):
     graph.faults.add("users.delta", 502, times=1)
     with pytest.raises(TransientError) as caught:
-        await directory(graph).users_delta_page(None, SELECT)
+        await directory().users_delta_page(None, SELECT)
     assert caught.value.code == "HTTP_502" and caught.value.system == "graph"
 
 
-async def test_a_wrong_token_is_a_permanent_error(graph):
-    client = build_graph_client(graph.base_url, StaticTokenCredential("not-the-token"), retry=FAST_RETRY)
+async def test_a_wrong_token_is_a_permanent_error(directory):
     with pytest.raises(PermanentError) as caught:
-        await GraphDirectory(client).users_delta_page(None, SELECT)
+        await directory(token="not-the-token").users_delta_page(None, SELECT)
     assert caught.value.code == "InvalidAuthenticationToken"
     assert "not-the-token" not in str(caught.value)
 
 
-async def test_a_closed_port_is_a_transient_error(graph):
+async def test_a_closed_port_is_a_transient_error(directory, graph):
     base_url = graph.base_url
     graph.stop()
     with pytest.raises(TransientError) as caught:
-        await directory_for(base_url).users_delta_page(None, SELECT)
+        await directory(base_url=base_url).users_delta_page(None, SELECT)
     assert caught.value.code == "ConnectError"
-
-
-def directory_for(base_url: str) -> GraphDirectory:
-    return GraphDirectory(build_graph_client(base_url, StaticTokenCredential("t"), retry=FAST_RETRY))
 
 
 # ----- client construction -------------------------------------------------------------------------
