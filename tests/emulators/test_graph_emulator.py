@@ -1,7 +1,12 @@
 """The Graph emulator over plain HTTP: the wire behaviour the adapter tests do not reach."""
 from __future__ import annotations
 
+import re
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -250,3 +255,29 @@ def test_the_demo_tenant_is_deterministic_and_has_every_population():
     for user_id, roles in summary.expected_roles.items():
         assert {a.app_role_id for a in first.user_app_role_assignments(user_id) if a.resource_id == sp} == roles
     assert first.find_user(summary.notification_sender) is not None
+
+
+def test_latency_is_added_to_every_request(graph, http):
+    graph.faults.latency = 0.3
+    http.get(f"{graph.base_url}/users/delta")
+    http.get(f"{graph.base_url}/users/delta")
+    graph.faults.latency = 0
+    first, second = graph.requests
+    assert second.at - first.at >= 0.3  # a lower bound only: a busy machine makes it longer, never shorter
+
+
+def test_the_command_line_serves_a_seeded_demo_tenant():
+    process = subprocess.Popen(
+        [sys.executable, "-m", "emulators.graph", "--demo-users", "40", "--seed", "3", "--token", "cli-token"],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("demo tenant: 40 users")
+        banner = process.stdout.readline()
+        base_url = re.search(r"(http://127\.0\.0\.1:\d+/v1\.0) ", banner).group(1)
+        body = httpx.get(f"{base_url}/users/delta", headers={"Authorization": "Bearer cli-token"}).json()
+        assert len(body["value"]) == 41 - 2 - 2  # 40 people and the mailbox, less 2 soft- and 2 hard-deleted
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
