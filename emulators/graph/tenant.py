@@ -110,6 +110,7 @@ class Tenant:
         self.lock = threading.RLock()
         self._rng = random.Random(seed)
         self._users: dict[str, dict[str, Any]] = {}
+        self._upns: dict[str, str] = {}  # lower-case UPN of a live user → its id
         self._soft_deleted: dict[str, dict[str, Any]] = {}
         self._hard_deleted: set[str] = set()
         self._groups: dict[str, Group] = {}
@@ -154,12 +155,16 @@ class Tenant:
                 raise ValueError(f"userPrincipalName {upn!r} is already taken")
             attributes.setdefault("accountEnabled", True)
             self._users[user_id] = {"id": user_id, **attributes}
+            self._upns[upn.lower()] = user_id
             self._record(user_id, "created")
             return user_id
 
     def update_user(self, user_id: str, **attributes: Any) -> frozenset[str]:
         """Set properties (None clears one, as a PATCH with null does); returns what changed. Only
         a real change is logged, as Graph only reports changed objects."""
+        for required in ("userPrincipalName", "displayName"):
+            if required in attributes and not attributes[required]:
+                raise ValueError(f"{required} cannot be cleared")
         with self.lock:
             user = self._live_user(user_id)
             upn = attributes.get("userPrincipalName")
@@ -170,6 +175,9 @@ class Tenant:
             changed = frozenset(name for name, value in attributes.items() if user.get(name) != value or name not in user)
             changed -= {"id"}
             if changed:
+                if "userPrincipalName" in changed:
+                    del self._upns[user["userPrincipalName"].lower()]
+                    self._upns[attributes["userPrincipalName"].lower()] = user["id"]
                 user.update({name: attributes[name] for name in changed})
                 self._record(user["id"], "updated", changed)
             return changed
@@ -179,6 +187,7 @@ class Tenant:
         with self.lock:
             user = self._live_user(user_id)
             self._soft_deleted[user["id"]] = self._users.pop(user["id"])
+            del self._upns[user["userPrincipalName"].lower()]
             self._record(user["id"], "soft_deleted")
 
     def restore_user(self, user_id: str) -> None:
@@ -186,14 +195,21 @@ class Tenant:
             key = user_id.lower()
             if key not in self._soft_deleted:
                 raise KeyError(f"no soft-deleted user {user_id}")
+            upn = self._soft_deleted[key]["userPrincipalName"]
+            if upn.lower() in self._upns:
+                raise ValueError(f"userPrincipalName {upn!r} is taken by another user")
             self._users[key] = self._soft_deleted.pop(key)
+            self._upns[upn.lower()] = key
             self._record(key, "restored")
 
     def hard_delete_user(self, user_id: str) -> None:
         """Delete permanently (from live or deleted items), dropping memberships and assignments."""
         with self.lock:
             key = user_id.lower()
-            if self._users.pop(key, None) is None and self._soft_deleted.pop(key, None) is None:
+            live = self._users.pop(key, None)
+            if live is not None:
+                del self._upns[live["userPrincipalName"].lower()]
+            elif self._soft_deleted.pop(key, None) is None:
                 raise KeyError(f"no user {user_id}")
             self._hard_deleted.add(key)
             for group in self._groups.values():
@@ -207,9 +223,7 @@ class Tenant:
         """A live user by object id or userPrincipalName (case-insensitive), as a copy."""
         with self.lock:
             key = id_or_upn.lower()
-            user = self._users.get(key)
-            if user is None and "@" in key:
-                user = next((u for u in self._users.values() if u["userPrincipalName"].lower() == key), None)
+            user = self._users.get(self._upns.get(key, key))
             return dict(user) if user is not None else None
 
     def user_state(self, user_id: str) -> Literal["live", "soft_deleted", "hard_deleted", "unknown"]:

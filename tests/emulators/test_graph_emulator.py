@@ -281,3 +281,22 @@ def test_the_command_line_serves_a_seeded_demo_tenant():
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
+
+
+def test_tenant_keeps_upns_unique_across_renames_deletes_and_restores():
+    tenant = Tenant()
+    first = tenant.add_user(userPrincipalName="A@contoso.com", displayName="A")
+    with pytest.raises(ValueError):
+        tenant.add_user(userPrincipalName="a@CONTOSO.com", displayName="Again")
+    tenant.update_user(first, userPrincipalName="renamed@contoso.com")
+    assert tenant.find_user("RENAMED@contoso.com")["id"] == first and tenant.find_user("a@contoso.com") is None
+    with pytest.raises(ValueError):
+        tenant.update_user(first, userPrincipalName=None)
+    tenant.soft_delete_user(first)
+    second = tenant.add_user(userPrincipalName="renamed@contoso.com", displayName="Reuses the name")
+    with pytest.raises(ValueError):
+        tenant.restore_user(first)  # nothing half-done: still soft-deleted
+    assert tenant.user_state(first) == "soft_deleted"
+    tenant.hard_delete_user(second)
+    tenant.restore_user(first)
+    assert tenant.find_user("renamed@contoso.com")["id"] == first
