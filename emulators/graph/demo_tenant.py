@@ -62,6 +62,7 @@ class DemoTenant:
     expected_roles: dict[str, frozenset[str]]  # live users with ≥1 role → role ids (direct + direct group)
     disabled_ids: frozenset[str]
     soft_deleted_ids: frozenset[str]
+    soft_deleted_roles: dict[str, frozenset[str]]  # what a soft-deleted user gets back on restore
     hard_deleted_ids: frozenset[str]
     two_role_ids: frozenset[str]  # live users holding two different profile roles
     nested_only_ids: frozenset[str]  # members of the nested group only: no role
@@ -177,6 +178,7 @@ def seed_demo_tenant(tenant: Tenant, users: int = 1200, seed: int = 7) -> DemoTe
         expected_roles=expected,
         disabled_ids=frozenset(disabled),
         soft_deleted_ids=frozenset(soft_deleted),
+        soft_deleted_roles={u: frozenset(granted[u]) for u in soft_deleted},
         hard_deleted_ids=frozenset(hard_deleted),
         two_role_ids=frozenset(two_roles - gone),
         nested_only_ids=frozenset(nested),
@@ -186,6 +188,84 @@ def seed_demo_tenant(tenant: Tenant, users: int = 1200, seed: int = 7) -> DemoTe
         notification_sender=sender,
         messy=messy_ids,
     )
+
+
+@dataclass(frozen=True)
+class DemoChanges:
+    """What apply_demo_changes did; `expected_roles` is the demo's oracle after the changes."""
+
+    renamed_ids: frozenset[str]
+    email_changed_ids: frozenset[str]
+    disabled_ids: frozenset[str]
+    soft_deleted_ids: frozenset[str]
+    hard_deleted_ids: frozenset[str]
+    restored_ids: frozenset[str]
+    unassigned_ids: frozenset[str]
+    role_changed_ids: frozenset[str]
+    hired_ids: frozenset[str]
+    expected_roles: dict[str, frozenset[str]]
+
+    def describe(self) -> str:
+        parts = {name.removesuffix("_ids").replace("_", " "): len(value)
+                 for name, value in vars(self).items() if name.endswith("_ids")}
+        return ", ".join(f"{count} {name}" for name, count in parts.items())
+
+
+def apply_demo_changes(tenant: Tenant, demo: DemoTenant, seed: int = 8) -> DemoChanges:
+    """A day in the life after the first sync: renames, an email change, leavers (disabled, soft- and
+    hard-deleted), a restore, unassignments, role changes and new hires. Each change touches users
+    that hold exactly one direct role, so its expected outcome is unambiguous."""
+    rng = random.Random(seed)
+    expected = dict(demo.expected_roles)
+    sp, roles = demo.service_principal_id, demo.app_role_ids
+    candidates = sorted(
+        u for u, granted in expected.items()
+        if u not in demo.disabled_ids and len(granted) == 1
+        and [a.app_role_id for a in tenant.assignments_of(u)] == list(granted)
+    )
+    per_kind = max(1, len(demo.user_ids) // 100)
+    picked = iter(rng.sample(candidates, per_kind * 7))
+    renamed, email_changed, disabled, soft, hard, unassigned, role_changed = (
+        [next(picked) for _ in range(per_kind)] for _ in range(7))
+
+    for user_id in renamed:
+        tenant.update_user(user_id, surname="Married-Name", displayName=f"Renamed {user_id[:8]}")
+    for user_id in email_changed:
+        local = f"moved.{user_id[:8]}@{tenant.domain}"
+        tenant.update_user(user_id, mail=local, userPrincipalName=local)
+    for user_id in disabled:
+        tenant.update_user(user_id, accountEnabled=False)
+    for user_id in soft:
+        tenant.soft_delete_user(user_id)
+        del expected[user_id]
+    for user_id in hard:
+        tenant.hard_delete_user(user_id)
+        del expected[user_id]
+    restored = sorted(demo.soft_deleted_ids)[:1]
+    for user_id in restored:
+        tenant.restore_user(user_id)
+        if demo.soft_deleted_roles[user_id]:
+            expected[user_id] = demo.soft_deleted_roles[user_id]
+    for user_id in unassigned:
+        (assignment,) = tenant.assignments_of(user_id)
+        tenant.unassign(assignment.id)
+        del expected[user_id]
+    for user_id in role_changed:
+        (assignment,) = tenant.assignments_of(user_id)
+        tenant.unassign(assignment.id)
+        new_role = roles["Support User"] if assignment.app_role_id != roles["Support User"] else roles["Sales User"]
+        tenant.assign(sp, user_id, new_role)
+        expected[user_id] = frozenset({new_role})
+    hired = []
+    for index in range(per_kind):
+        upn = f"new.hire{index + 1}.{seed}@{tenant.domain}"
+        user_id = tenant.add_user(userPrincipalName=upn, displayName=f"New Hire {index + 1}", givenName="New",
+                                  surname=f"Hire {index + 1}", mail=upn, preferredLanguage="en-US")
+        tenant.assign(sp, user_id, roles["Standard User"])
+        expected[user_id] = frozenset({roles["Standard User"]})
+        hired.append(user_id)
+    return DemoChanges(*(frozenset(ids) for ids in (renamed, email_changed, disabled, soft, hard, restored,
+                                                     unassigned, role_changed, hired)), expected_roles=expected)
 
 
 def _cuts(n: int, **fractions: float) -> list[tuple[int, int]]:

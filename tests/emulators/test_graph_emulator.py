@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from emulators.graph import Tenant, run_graph_emulator
-from emulators.graph.demo_tenant import seed_demo_tenant
+from emulators.graph.demo_tenant import apply_demo_changes, seed_demo_tenant
 from emulators.graph.server import GraphEmulator
 
 
@@ -300,3 +300,24 @@ def test_tenant_keeps_upns_unique_across_renames_deletes_and_restores():
     tenant.hard_delete_user(second)
     tenant.restore_user(first)
     assert tenant.find_user("renamed@contoso.com")["id"] == first
+
+
+def test_demo_changes_match_their_oracle_and_show_up_in_delta(graph, http, tenant):
+    demo = seed_demo_tenant(tenant, users=200, seed=11)
+    _, delta_link = sync(http, graph.base_url + "/users/delta?$select=displayName,surname,mail,accountEnabled")
+    changes = apply_demo_changes(tenant, demo, seed=4)
+    sp = demo.service_principal_id
+    live_with_roles = {}
+    for user_id in tenant.user_ids:
+        granted = {a.app_role_id for a in tenant.user_app_role_assignments(user_id) if a.resource_id == sp}
+        if granted:
+            live_with_roles[user_id] = granted
+    assert live_with_roles == changes.expected_roles
+    objects, _ = sync(http, delta_link)
+    seen = {o["id"]: o.get("@removed", {}).get("reason") for o in objects}
+    for user_id in changes.renamed_ids | changes.email_changed_ids | changes.disabled_ids | changes.hired_ids \
+            | changes.restored_ids:
+        assert seen[user_id] is None
+    assert all(seen[u] == "changed" for u in changes.soft_deleted_ids)
+    assert all(seen[u] == "deleted" for u in changes.hard_deleted_ids)
+    assert not (changes.unassigned_ids | changes.role_changed_ids) & seen.keys()  # assignments are not in delta
