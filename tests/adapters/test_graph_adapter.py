@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import ClientAuthenticationError
 
 from emulators.graph import Tenant, run_graph_emulator
 from emulators.graph.server import GraphEmulator
@@ -329,3 +330,28 @@ class _NeverAskedCredential(AsyncTokenCredential):
 
     async def close(self) -> None:
         return None
+
+
+async def test_send_mail_retried_after_503_is_sent_once(graph, tenant, client_for):
+    tenant.add_user(userPrincipalName="alerts@contoso.com", displayName="Alerts")
+    graph.faults.add("users.sendMail", 503, times=1)
+    await GraphMailer(client_for(graph.base_url, graph.token)).send_mail("alerts@contoso.com", ["a@contoso.com"],
+                                                                        "s", "b")
+    assert graph.calls["users.sendMail"] == 2 and len(graph.outbox) == 1
+
+
+async def test_a_credential_that_cannot_get_a_token_is_a_transient_error(graph):
+    class FailingCredential(AsyncTokenCredential):
+        async def get_token(self, *scopes, **kwargs):
+            raise ClientAuthenticationError("managed identity endpoint unavailable")
+
+        async def close(self) -> None:
+            return None
+
+    client = build_graph_client(graph.base_url, FailingCredential(), retry=FAST_RETRY)
+    try:
+        with pytest.raises(TransientError) as caught:
+            await GraphDirectory(client).users_delta_page(None, SELECT)
+    finally:
+        await close_graph_client(client)
+    assert caught.value.code == "CredentialUnavailable" and graph.calls["users.delta"] == 0
