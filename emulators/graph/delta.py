@@ -17,11 +17,11 @@ from typing import Any, Sequence
 
 from .tenant import Tenant
 
-# What users/delta returns without $select (Graph's default user property set, plus accountEnabled
-# which provisioning always needs and the emulator's tests expect).
+# What users/delta and users/{id} return without $select: Graph's default user property set (note:
+# no accountEnabled; callers that need it must select it, as against real Graph).
 DEFAULT_SELECT = (
     "businessPhones", "displayName", "givenName", "jobTitle", "mail", "mobilePhone", "officeLocation",
-    "preferredLanguage", "surname", "userPrincipalName", "accountEnabled",
+    "preferredLanguage", "surname", "userPrincipalName",
 )
 
 

@@ -21,23 +21,24 @@ import socket
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from http import HTTPStatus
 from datetime import datetime, timezone
-from urllib.parse import quote, urlencode
+from http import HTTPStatus
 from typing import Any, Awaitable, Callable, Iterator, Mapping, Sequence
+from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
 from . import delta
-from .faults import FaultPlan
+from .faults import FaultPlan, FaultRule
 from .mail import SentMail, parse_send_mail
 from .tenant import Tenant
 
 API_VERSION = "/v1.0"
 DEFAULT_TOKEN = "dev-graph-token"
+REQUEST_LOG_SIZE = 10_000
 MAX_TOP = 999
 _GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _RESOURCE_FILTER = re.compile(rf"^\s*resourceId\s+eq\s+'?({_GUID})'?\s*$")
@@ -86,10 +87,10 @@ class GraphEmulator:
         self.delta = delta.DeltaKnobs(page_size=page_size)
         self.faults = FaultPlan(seed)
         self.calls: Counter[str] = Counter()
-        self.requests: list[RecordedRequest] = []
+        self.requests: deque[RecordedRequest] = deque(maxlen=REQUEST_LOG_SIZE)  # newest last
         self.outbox: list[SentMail] = []
         self.base_url = ""
-        self._routes: list[tuple[str, str, re.Pattern[str], Handler]] = [
+        routes: list[tuple[str, str, str, Handler]] = [
             ("users.delta", "GET", r"/users/(?:delta|delta\(\)|microsoft\.graph\.delta\(\))", self._users_delta),
             ("users.appRoleAssignments", "GET", r"/users/(?P<id>[^/]+)/appRoleAssignments", self._user_assignments),
             ("users.sendMail", "POST", r"/users/(?P<id>[^/]+)/(?:microsoft\.graph\.)?sendMail", self._send_mail),
@@ -99,7 +100,7 @@ class GraphEmulator:
             ("groups.members", "GET", r"/groups/(?P<id>[^/]+)/members(?:/(?:microsoft\.)?graph\.(?P<cast>user|group))?",
              self._group_members),
         ]
-        self._routes = [(name, method, re.compile(f"^{pattern}$"), h) for name, method, pattern, h in self._routes]
+        self._routes = [(name, method, re.compile(f"^{pattern}$"), handler) for name, method, pattern, handler in routes]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -193,7 +194,7 @@ class GraphEmulator:
         if not hmac.compare_digest(presented.encode(), self.token.encode()):
             raise GraphHTTPError(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid audience.")
 
-    def _fault_response(self, request: web.Request, rule: Any) -> web.Response:
+    def _fault_response(self, request: web.Request, rule: FaultRule) -> web.Response:
         headers = {"Retry-After": str(rule.retry_after)} if rule.retry_after is not None else {}
         if rule.html:
             title = f"{rule.status} {HTTPStatus(rule.status).phrase}"
