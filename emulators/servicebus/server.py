@@ -1,0 +1,146 @@
+"""Running the stand-in: a proton reactor on a background thread, listening on loopback, plus the
+read-only inspection helpers tests use to check what the broker holds."""
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Iterable, Iterator
+
+from proton.reactor import ApplicationEvent, Container, EventInjector
+
+from .entities import Entity, Namespace, QueueConfig, SeenMessage
+from .peer import ServiceBusPeer
+
+READY_TIMEOUT_SECONDS = 10.0
+
+
+class _ReactorHandler(ServiceBusPeer):
+    """The peer plus the lifecycle events of the thread that runs it."""
+
+    def __init__(self, namespace: Namespace, host: str, port: int) -> None:
+        super().__init__(namespace)
+        self._address = (host, port)
+        self.acceptor = None
+        self.bound_port: int | None = None
+        self.ready = threading.Event()
+        self.transports: set = set()
+
+    def on_reactor_init(self, event) -> None:
+        self.container = event.container
+        self.acceptor = event.container.acceptor(*self._address)
+        self.bound_port = self.acceptor._selectable.getsockname()[1]  # port 0 → the ephemeral port chosen
+        self.ready.set()
+
+    def on_connection_bound(self, event) -> None:
+        super().on_connection_bound(event)
+        self.transports.add(event.transport)
+
+    def on_transport_closed(self, event) -> None:
+        super().on_transport_closed(event)
+        self.transports.discard(event.transport)
+
+    def on_stop_emulator(self, event) -> None:
+        self.acceptor.close()
+        for transport in list(self.transports):
+            transport.close_head()
+            transport.close_tail()
+        self.container.stop()
+
+
+class ServiceBusEmulator:
+    """A running stand-in. `connection_string` is what the SDK and the Functions settings take."""
+
+    def __init__(self, queues: Iterable[str | QueueConfig], host: str = "127.0.0.1", port: int = 0) -> None:
+        configs = [q if isinstance(q, QueueConfig) else QueueConfig(q) for q in queues]
+        if not configs:
+            raise ValueError("configure at least one queue")
+        self.host = host
+        self.namespace = Namespace(configs)
+        self._handler = _ReactorHandler(self.namespace, host, port)
+        self._injector = EventInjector()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "ServiceBusEmulator":
+        container = Container(self._handler)
+        container.selectable(self._injector)
+        self._thread = threading.Thread(target=container.run, name="servicebus-emulator", daemon=True)
+        self._thread.start()
+        if not self._handler.ready.wait(READY_TIMEOUT_SECONDS):
+            raise RuntimeError("the Service Bus emulator did not start listening")
+        return self
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._injector.trigger(ApplicationEvent("stop_emulator"))
+        self._thread.join(READY_TIMEOUT_SECONDS)
+        self._injector.close()
+        self._thread = None
+
+    @property
+    def port(self) -> int:
+        assert self._handler.bound_port is not None, "start() first"
+        return self._handler.bound_port
+
+    @property
+    def fully_qualified_namespace(self) -> str:
+        """For `ServiceBusClient(fqns, credential, use_tls=False)` (identity-based connections)."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def connection_string(self) -> str:
+        return (
+            f"Endpoint=sb://{self.host}:{self.port};SharedAccessKeyName=k;SharedAccessKey=x;"
+            "UseDevelopmentEmulator=true"
+        )
+
+    # ----- inspection (read-only) ----------------------------------------------------------------
+    def _entity(self, queue: str, dead_letter: bool = False) -> Entity:
+        entity = self.namespace.resolve(queue + ("/$deadletterqueue" if dead_letter else ""))
+        if entity is None:
+            raise KeyError(f"no queue {queue!r} is configured")
+        return entity
+
+    def active_count(self, queue: str) -> int:
+        """Messages waiting to be delivered (not locked, not scheduled for later)."""
+        with self.namespace.lock:
+            return self._entity(queue).active_count
+
+    def locked_count(self, queue: str) -> int:
+        with self.namespace.lock:
+            return self._entity(queue).locked_count
+
+    def scheduled_count(self, queue: str) -> int:
+        with self.namespace.lock:
+            return self._entity(queue).scheduled_count
+
+    def dead_letter_count(self, queue: str) -> int:
+        """Messages held by the queue's dead-letter sub-queue, in any state."""
+        with self.namespace.lock:
+            return self._entity(queue, dead_letter=True).message_count
+
+    def message_count(self, queue: str) -> int:
+        """Messages held by the queue itself, in any state (active, locked, scheduled)."""
+        with self.namespace.lock:
+            return self._entity(queue).message_count
+
+    def messages_seen(self, queue: str, dead_letter: bool = False) -> list[SeenMessage]:
+        """Every message the entity accepted, in order (duplicates dropped are not in it)."""
+        with self.namespace.lock:
+            return list(self._entity(queue, dead_letter).seen)
+
+    def duplicates_dropped(self, queue: str) -> int:
+        with self.namespace.lock:
+            return self._entity(queue).duplicates_dropped
+
+
+@contextlib.contextmanager
+def run_servicebus_emulator(
+    queues: Iterable[str | QueueConfig] = ("reconcile",), host: str = "127.0.0.1", port: int = 0
+) -> Iterator[ServiceBusEmulator]:
+    """Start the stand-in on loopback (port 0: an ephemeral port) for the duration of the block."""
+    emulator = ServiceBusEmulator(queues, host, port).start()
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
