@@ -20,7 +20,7 @@ import trustme
 from aiohttp import web
 
 from .org import EmulatedOrg
-from .server import MAX_URI_BYTES, build_app
+from .server import MAX_URI_BYTES, STOPPING_KEY, build_app
 
 
 @dataclass
@@ -66,8 +66,9 @@ def start_salesforce_emulator(
 
     async def serve() -> None:
         # No access log (URLs carry usernames); request lines up to 2x the URI limit so 414 is ours to give.
+        app = build_app(org)
         runner = web.AppRunner(
-            build_app(org), handle_signals=False, access_log=None, shutdown_timeout=0, max_line_size=2 * MAX_URI_BYTES
+            app, handle_signals=False, access_log=None, shutdown_timeout=0, max_line_size=2 * MAX_URI_BYTES
         )
         await runner.setup()
         try:
@@ -76,6 +77,7 @@ def start_salesforce_emulator(
             while not stop.is_set():
                 await asyncio.sleep(0.05)
         finally:
+            app[STOPPING_KEY].set()
             await runner.cleanup()
 
     def run() -> None:

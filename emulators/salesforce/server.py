@@ -23,6 +23,7 @@ MAX_COLLECTION = 200
 MAX_URI_BYTES = 16_384  # Salesforce answers 414 above this
 ORG_KEY = web.AppKey("org", EmulatedOrg)
 CURSORS_KEY = web.AppKey("cursors", dict)
+STOPPING_KEY = web.AppKey("stopping", asyncio.Event)  # set on shutdown, ends hanging requests
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -76,7 +77,11 @@ async def _served(request: web.Request, handler: Handler, org: EmulatedOrg) -> w
         return error_response(401, "INVALID_SESSION_ID", "Session expired or invalid")
     fault = org.faults.draw()
     if fault == "hang":
-        await asyncio.sleep(org.faults.hang_seconds)
+        try:
+            await asyncio.wait_for(request.app[STOPPING_KEY].wait(), org.faults.hang_seconds)
+            return error_response(503, "SERVER_UNAVAILABLE", "Server shutting down")
+        except asyncio.TimeoutError:
+            pass  # then serve the request: a client that timed out cannot know whether it happened
     elif fault == "html503":
         return web.Response(status=503, text=FAULT_KINDS[fault][2], content_type="text/html")
     elif fault:
@@ -266,6 +271,7 @@ def build_app(org: EmulatedOrg) -> web.Application:
     app = web.Application(middlewares=[_api_edge])
     app[ORG_KEY] = org
     app[CURSORS_KEY] = {}
+    app[STOPPING_KEY] = asyncio.Event()
     app.router.add_get(API + "/query{_:/?}", query, name="query")
     app.router.add_get(API + "/query/{locator}", query_more, name="query_more")
     app.router.add_post(API + "/sobjects/User{_:/?}", create_user, name="user_create")
