@@ -1,0 +1,233 @@
+"""The SalesforceOrg port over simple-salesforce (REST, sObject Collections).
+
+SOQL is built only with simple_salesforce.format_soql, so a UPN such as o'brien@contoso.com is data.
+Writes go through composite/sobjects, 200 records a call, allOrNone=false, and every record gets a
+RecordResult. Every SDK or network error becomes a core error through `salesforce_error`; an expired
+session rebuilds the client once through `connect` and retries once."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+from urllib.parse import quote_plus
+
+import requests
+from simple_salesforce import Salesforce, format_soql
+from simple_salesforce.format import quote_soql_value
+from simple_salesforce.exceptions import SalesforceAuthenticationFailed, SalesforceError
+
+from shared.core.errors import ProvisioningError, SessionExpired, salesforce_error
+from shared.core.models import SalesforceUser
+from shared.core.ports import RecordResult
+
+log = logging.getLogger(__name__)
+
+MAX_URL_BYTES = 16_384  # Salesforce refuses longer request URIs (414)
+COLLECTION_SIZE = 200  # records per composite/sobjects call
+_FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)?$")
+_SALESFORCE_ID = re.compile(r"^[A-Za-z0-9]{15}([A-Za-z0-9]{3})?$")
+_TAG = re.compile(r"<[^>]+>")
+
+T = TypeVar("T")
+
+
+@dataclass
+class SalesforceCallCounts:
+    """API requests this adapter sent to /services/data (what counts against the org's daily limit)."""
+
+    total: int = 0
+    queries: int = 0
+    writes: int = 0
+
+
+class SalesforceRestOrg:
+    """Implements shared.core.ports.SalesforceOrg. `connect` builds an authenticated client (see
+    salesforce_client); it is called lazily on first use and again once when a session expires."""
+
+    def __init__(self, connect: Callable[[], Salesforce], *, timeout: float = 30.0) -> None:
+        self._connect = connect
+        self._timeout = timeout
+        self._client: Salesforce | None = None
+        self._profiles: dict[str, str] | None = None
+        self._profiles_lock = asyncio.Lock()
+        self._lock = threading.Lock()  # guards the client and the counters across worker threads
+        self.calls = SalesforceCallCounts()
+
+    # -- port
+    async def find_users(
+        self, fields: Sequence[str], *, ids: Iterable[str] = (), usernames: Iterable[str] = ()
+    ) -> list[SalesforceUser]:
+        select = _select_list(fields)
+        wanted_ids = list(dict.fromkeys(ids))
+        bad = [value for value in wanted_ids if not _SALESFORCE_ID.match(str(value))]
+        if bad:
+            raise salesforce_error(None, "MALFORMED_ID", f"not Salesforce ids: {bad[:5]}")
+        wanted_names = list({name.casefold(): name for name in usernames}.values())
+        found: dict[str, SalesforceUser] = {}
+        for soql in self._user_queries(select, wanted_ids, wanted_names):
+            for record in await self._run(lambda client, q=soql: self._query_all(client, q)):
+                user = SalesforceUser(id=record["Id"], fields={k: v for k, v in record.items() if k != "attributes"})
+                found[user.id] = user
+        return list(found.values())
+
+    async def profile_ids(self) -> Mapping[str, str]:
+        async with self._profiles_lock:
+            if self._profiles is None:
+                records = await self._run(lambda client: self._query_all(client, "SELECT Id, Name FROM Profile"))
+                self._profiles = {r["Name"]: r["Id"] for r in records}
+        return dict(self._profiles)
+
+    async def create_users(self, records: Sequence[Mapping[str, Any]]) -> list[RecordResult]:
+        return await self._write("POST", records)
+
+    async def update_users(self, records: Sequence[Mapping[str, Any]]) -> list[RecordResult]:
+        return await self._write("PATCH", records)
+
+    # -- queries
+    def _user_queries(self, select: str, ids: list[str], usernames: list[str]) -> Iterator[str]:
+        """SOQL texts that together cover every id and username, each short enough for one GET.
+
+        simple-salesforce sends base_url + 'query/?q=' + quote_plus(soql), and quote_plus works character
+        by character, so a query's URL length is the sum of its parts' encoded lengths."""
+        # Before the first connect the host is unknown: assume the longest a host name can be.
+        base = len(self._client.base_url) if self._client else len("https://" + "x" * 255 + "/services/data/v99.9/")
+        for column, values in (("Id", ids), ("Username", usernames)):
+            fixed = base + len("query/?q=") + len(quote_plus(_in_query(select, column, [])))
+            chunk: list[str] = []
+            length = fixed
+            for value in values:
+                added = len(quote_plus(quote_soql_value(value))) + (len(quote_plus(",")) if chunk else 0)
+                if chunk and length + added > MAX_URL_BYTES:
+                    yield _in_query(select, column, chunk)
+                    chunk, length = [], fixed
+                    added = len(quote_plus(quote_soql_value(value)))
+                if length + added > MAX_URL_BYTES:
+                    raise salesforce_error(None, "URI_TOO_LONG", f"one {column} value alone exceeds the URL limit")
+                chunk.append(value)
+                length += added
+            if chunk:
+                yield _in_query(select, column, chunk)
+
+    def _query_all(self, client: Salesforce, soql: str) -> list[dict[str, Any]]:
+        """All pages, following nextRecordsUrl; every page is one counted API call."""
+        page = client.query(soql, timeout=self._timeout)
+        records = list(page["records"])
+        while not page["done"]:
+            page = client.query_more(page["nextRecordsUrl"], identifier_is_url=True, timeout=self._timeout)
+            records.extend(page["records"])
+        return records
+
+    # -- writes
+    async def _write(self, method: str, records: Sequence[Mapping[str, Any]]) -> list[RecordResult]:
+        """One composite/sobjects call per 200 records. If a whole call fails, that chunk and every
+        later one get the call's error (nothing more is sent: the org is unhappy, retry later)."""
+        results: list[RecordResult] = []
+        for start in range(0, len(records), COLLECTION_SIZE):
+            chunk = records[start : start + COLLECTION_SIZE]
+            body = {
+                "allOrNone": False,
+                "records": [{"attributes": {"type": "User"}, **record} for record in chunk],
+            }
+            try:
+                response = await self._run(
+                    lambda client, b=body: client.restful("composite/sobjects", method=method, json=b, timeout=self._timeout)
+                )
+            except ProvisioningError as exc:
+                log.warning("composite/sobjects %s failed as a whole: %s", method, exc.code)
+                results.extend(RecordResult(None, exc) for _ in records[start:])
+                return results
+            chunk_results = _record_results(response, len(chunk))
+            failed = sum(1 for r in chunk_results if r.error)
+            log.info("composite/sobjects %s: %d records, %d failed", method, len(chunk), failed)
+            results.extend(chunk_results)
+        return results
+
+    # -- calling the SDK
+    async def _run(self, call: Callable[[Salesforce], T]) -> T:
+        """Run a blocking SDK call in a worker thread; on INVALID_SESSION_ID reconnect and retry once."""
+        try:
+            return await asyncio.to_thread(self._call, call)
+        except SessionExpired:
+            log.info("Salesforce session expired; re-authenticating once")
+            self._client = None
+            return await asyncio.to_thread(self._call, call)
+
+    def _call(self, call: Callable[[Salesforce], T]) -> T:
+        try:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._connect()
+                    if self._count not in self._client.session.hooks["response"]:
+                        self._client.session.hooks["response"].append(self._count)
+                client = self._client
+            return call(client)
+        except SalesforceAuthenticationFailed as exc:  # a SalesforceError subclass without .status
+            raise salesforce_error(None, "INVALID_AUTH", f"Salesforce login failed: {exc.code}") from exc
+        except SalesforceError as exc:
+            raise _translated(exc) from exc
+        except requests.exceptions.SSLError as exc:
+            # A certificate problem is configuration, not weather: do not retry it.
+            raise salesforce_error(None, "TLS_ERROR", f"TLS verification of Salesforce failed: {type(exc).__name__}") from exc
+        except requests.Timeout as exc:
+            raise salesforce_error(None, "Timeout", f"no answer from Salesforce within {self._timeout:g} s") from exc
+        except requests.RequestException as exc:
+            raise salesforce_error(None, "NETWORK_ERROR", f"cannot reach Salesforce: {type(exc).__name__}") from exc
+
+    def _count(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        if "/services/data/" not in (response.request.path_url or ""):
+            return  # logins are not API calls
+        with self._lock:
+            self.calls.total += 1
+            if response.request.method == "GET" and "/query" in response.request.path_url:
+                self.calls.queries += 1
+            elif response.request.method in ("POST", "PATCH", "PUT", "DELETE"):
+                self.calls.writes += 1
+
+
+def _select_list(fields: Sequence[str]) -> str:
+    names = list(dict.fromkeys(["Id", *fields]))
+    bad = [name for name in names if not _FIELD_NAME.match(name)]
+    if bad:
+        raise ValueError(f"not Salesforce field names: {bad}")
+    return ", ".join(names)
+
+
+def _in_query(select: str, column: str, values: list[str]) -> str:
+    # The field list is validated above; only values are interpolated, and only by format_soql.
+    return format_soql(f"SELECT {select} FROM User WHERE {column} IN {{}}", values)
+
+
+def _record_results(response: Any, expected: int) -> list[RecordResult]:
+    if not isinstance(response, list) or len(response) != expected:
+        error = salesforce_error(None, "UNEXPECTED_RESPONSE", f"composite/sobjects returned {type(response).__name__}, "
+                                 f"expected a list of {expected} results")
+        return [RecordResult(None, error) for _ in range(expected)]
+    results = []
+    for item in response:
+        if item.get("success"):
+            results.append(RecordResult(item.get("id")))
+            continue
+        errors = item.get("errors") or [{}]
+        first = errors[0]
+        message = "; ".join(_clean(e.get("message", "")) for e in errors)
+        fields = [f for e in errors for f in (e.get("fields") or [])]
+        results.append(RecordResult(item.get("id"), salesforce_error(None, first.get("statusCode"), message, fields)))
+    return results
+
+
+def _translated(exc: SalesforceError) -> ProvisioningError:
+    """simple-salesforce's HTTP errors carry .status and .content: a JSON list of {errorCode, message,
+    fields} or, for some 503s, an HTML page."""
+    content = exc.content
+    if isinstance(content, list) and content and isinstance(content[0], dict):
+        first = content[0]
+        return salesforce_error(exc.status, first.get("errorCode"), _clean(first.get("message", "")), first.get("fields") or ())
+    text = _clean(content if isinstance(content, str) else repr(content))
+    return salesforce_error(exc.status, None, text[:200] or f"HTTP {exc.status}")
+
+
+def _clean(message: str) -> str:
+    return " ".join(_TAG.sub(" ", str(message)).split())

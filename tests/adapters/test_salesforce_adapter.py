@@ -1,0 +1,261 @@
+"""SalesforceRestOrg: real simple-salesforce over TLS against the Salesforce emulator."""
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import Any, AsyncIterator
+
+import pytest
+
+from emulators.salesforce import EmulatedOrg, EmulatorHandle, UsernameRegistry, run_salesforce_emulator
+from shared.adapters.salesforce import SalesforceRestOrg
+from shared.adapters.salesforce_client import client_credentials_client, dev_token_client
+from shared.core.errors import ConfigurationError, PermanentError, SessionExpired, TransientError
+
+FIELDS = ["Username", "Email", "IsActive", "Title"]
+
+
+@pytest.fixture
+def registry() -> UsernameRegistry:
+    return UsernameRegistry()
+
+
+@pytest.fixture
+def org(registry: UsernameRegistry) -> EmulatedOrg:
+    org = EmulatedOrg(registry=registry, licenses={"Salesforce": 1000, "Chatter Free": 5000, "Platform": 1})
+    org.add_profile("Platform User", "Platform")
+    return org
+
+
+@pytest.fixture
+async def emulator(org: EmulatedOrg) -> AsyncIterator[EmulatorHandle]:
+    with run_salesforce_emulator(org) as handle:
+        yield handle
+
+
+@pytest.fixture
+def adapter(emulator: EmulatorHandle) -> SalesforceRestOrg:
+    return SalesforceRestOrg(partial(dev_token_client, emulator.instance_url, emulator.token, emulator.ca_path), timeout=5)
+
+
+def record(org: EmulatedOrg, username: str, profile: str = "Standard User", **overrides: Any) -> dict[str, Any]:
+    fields = {
+        "Username": username,
+        "LastName": "Tester",
+        "Email": username,
+        "Alias": username[:8],
+        "TimeZoneSidKey": "Europe/Berlin",
+        "LocaleSidKey": "de_DE",
+        "EmailEncodingKey": "UTF-8",
+        "LanguageLocaleKey": "de",
+        "ProfileId": org.profile_id(profile),
+    }
+    fields.update(overrides)
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def assert_counts_match(adapter: SalesforceRestOrg, org: EmulatedOrg) -> None:
+    assert (adapter.calls.total, adapter.calls.writes) == (org.calls.total, org.calls.writes)
+    assert adapter.calls.queries == org.calls.by_kind["query"] + org.calls.by_kind["query_more"]
+
+
+async def test_profile_ids_are_queried_once_and_cached(adapter: SalesforceRestOrg, org: EmulatedOrg) -> None:
+    first = await adapter.profile_ids()
+    second = await adapter.profile_ids()
+
+    assert first == second
+    assert first["Standard User"] == org.profile_id("Standard User")
+    assert org.calls.snapshot() == {"total": 1, "writes": 0, "by_kind": {"query": 1}}
+    assert_counts_match(adapter, org)
+
+
+async def test_find_users_treats_a_quote_in_a_username_as_data(adapter: SalesforceRestOrg, org: EmulatedOrg) -> None:
+    obrien = org.create_user(record(org, "o'brien@contoso.com", Title="Engineer"))
+    other = org.create_user(record(org, "other@contoso.com"))
+    org.create_user(record(org, "ignored@contoso.com"))
+
+    found = await adapter.find_users(FIELDS, ids=[other], usernames=["O'Brien@Contoso.com", "x' OR Username != '"])
+
+    by_id = {u.id: u for u in found}
+    assert set(by_id) == {obrien, other}
+    assert by_id[obrien].fields == {
+        "Id": obrien, "Username": "o'brien@contoso.com", "Email": "o'brien@contoso.com", "IsActive": True, "Title": "Engineer"
+    }
+    assert org.calls.by_kind["query"] == 2  # one for ids, one for usernames
+    assert_counts_match(adapter, org)
+
+
+async def test_find_users_refuses_field_names_and_ids_that_are_not_salesforce_shaped(adapter: SalesforceRestOrg) -> None:
+    with pytest.raises(ValueError):
+        await adapter.find_users(["Username FROM User --"], usernames=["a@b.c"])
+    with pytest.raises(PermanentError) as caught:
+        await adapter.find_users(FIELDS, ids=["005') OR Id != ('"])
+    assert caught.value.code == "MALFORMED_ID"
+
+
+async def test_find_users_follows_next_records_url(adapter: SalesforceRestOrg, org: EmulatedOrg) -> None:
+    org.query_page_size = 200
+    names = [f"page{i}@contoso.com" for i in range(450)]
+    for name in names:
+        org.create_user(record(org, name))
+
+    found = await adapter.find_users(["Username"], usernames=names)
+
+    assert sorted(u.get("Username") for u in found) == sorted(names)
+    assert org.calls.by_kind == {"query": 1, "query_more": 2}
+    assert_counts_match(adapter, org)
+
+
+async def test_find_users_chunks_long_in_lists_under_the_url_limit(adapter: SalesforceRestOrg, org: EmulatedOrg) -> None:
+    names = [f"{'long.name.' * 6}{i:04d}@contoso.com" for i in range(600)]  # ~75 chars each: ~50 KB of SOQL
+    for name in names[::50]:
+        org.create_user(record(org, name, Alias=f"l{names.index(name)}"))
+
+    found = await adapter.find_users(["Username"], usernames=names)
+
+    assert sorted(u.get("Username") for u in found) == sorted(names[::50])
+    assert org.calls.by_kind["query"] == 4  # ~50 KB in the fewest 16 KB URLs, and no 414
+    assert_counts_match(adapter, org)
+
+
+async def test_create_250_users_in_two_calls_maps_each_failure_to_its_code(
+    adapter: SalesforceRestOrg, org: EmulatedOrg, registry: UsernameRegistry
+) -> None:
+    registry.reserve("taken@elsewhere.com")
+    org.create_user(record(org, "nick.owner@contoso.com", CommunityNickname="nick"))
+    org.calls.reset()
+    bad = {
+        3: (record(org, "taken@elsewhere.com"), "DUPLICATE_USERNAME", ("Username",)),
+        10: (record(org, "nick2@contoso.com", CommunityNickname="NICK"), "DUPLICATE_COMM_NICKNAME", ("CommunityNickname",)),
+        20: (record(org, "nolast@contoso.com", LastName=None), "REQUIRED_FIELD_MISSING", ("LastName",)),
+        30: (record(org, "alias@contoso.com", Alias="much-too-long"), "STRING_TOO_LONG", ("Alias",)),
+        40: (record(org, "lang@contoso.com", LanguageLocaleKey="de_DE"), "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+             ("LanguageLocaleKey",)),
+        50: (record(org, "not-an-email"), "FIELD_INTEGRITY_EXCEPTION", ("Username",)),
+        60: (record(org, "mail@contoso.com", Email="mail"), "INVALID_EMAIL_ADDRESS", ("Email",)),
+        70: (record(org, "profile@contoso.com", ProfileId="00e000000000000AAA"), "INVALID_CROSS_REFERENCE_KEY", ()),
+        80: (record(org, "field@contoso.com", Shoe="42"), "INVALID_FIELD", ("Shoe",)),
+        201: (record(org, "platform2@contoso.com", "Platform User"), "LICENSE_LIMIT_EXCEEDED", ()),
+    }
+    records = [record(org, f"bulk{i}@contoso.com", Alias=f"b{i}") for i in range(250)]
+    records[200] = record(org, "platform1@contoso.com", "Platform User")  # takes the only Platform licence
+    for index, (bad_record, _, _) in bad.items():
+        records[index] = bad_record
+
+    results = await adapter.create_users(records)
+
+    assert len(results) == 250
+    for index, result in enumerate(results):
+        if index in bad:
+            _, code, fields = bad[index]
+            assert isinstance(result.error, PermanentError), index
+            assert (result.error.code, result.error.fields, result.salesforce_id) == (code, fields, None)
+        else:
+            assert result.error is None and result.salesforce_id and org.get_user(result.salesforce_id), index
+    assert org.calls.by_kind == {"composite_create": 2}
+    assert (adapter.calls.writes, adapter.calls.total) == (2, 2)
+    assert_counts_match(adapter, org)
+
+
+async def test_update_and_an_email_change_that_stays_pending(adapter: SalesforceRestOrg, org: EmulatedOrg) -> None:
+    user_id = org.create_user(record(org, "ada@contoso.com"))
+
+    [result] = await adapter.update_users([{"Id": user_id, "Title": "Countess", "Email": "ada@new.example"}])
+
+    assert (result.salesforce_id, result.error) == (user_id, None)
+    [user] = await adapter.find_users(FIELDS, ids=[user_id])
+    assert (user.get("Title"), user.get("Email")) == ("Countess", "ada@contoso.com")
+    org.confirm_email(user_id)
+    [user] = await adapter.find_users(FIELDS, ids=[user_id])
+    assert user.get("Email") == "ada@new.example"
+    assert_counts_match(adapter, org)
+
+
+async def test_licence_exhaustion_and_reactivation(adapter: SalesforceRestOrg, org: EmulatedOrg) -> None:
+    holder = org.create_user(record(org, "holder@contoso.com", "Platform User"))
+
+    [refused] = await adapter.create_users([record(org, "second@contoso.com", "Platform User")])
+    assert isinstance(refused.error, PermanentError) and refused.error.code == "LICENSE_LIMIT_EXCEEDED"
+
+    [deactivated] = await adapter.update_users([{"Id": holder, "IsActive": False}])
+    [created] = await adapter.create_users([record(org, "second@contoso.com", "Platform User")])
+    [reactivated] = await adapter.update_users([{"Id": holder, "IsActive": True}])
+
+    assert deactivated.error is None and created.error is None
+    assert isinstance(reactivated.error, PermanentError) and reactivated.error.code == "LICENSE_LIMIT_EXCEEDED"
+    assert org.license_usage("Platform") == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("fault", "code"),
+    [("lock", "UNABLE_TO_LOCK_ROW"), ("limit", "REQUEST_LIMIT_EXCEEDED"), ("unavailable", "SERVER_UNAVAILABLE"),
+     ("html503", "HTTP_503")],
+)
+async def test_whole_call_faults_become_transient_errors(
+    adapter: SalesforceRestOrg, org: EmulatedOrg, fault: str, code: str
+) -> None:
+    org.faults.fail_next(fault)
+    with pytest.raises(TransientError) as caught:
+        await adapter.find_users(FIELDS, usernames=["a@contoso.com"])
+    assert caught.value.code == code
+
+    org.faults.fail_next(fault)
+    results = await adapter.create_users([record(org, f"r{i}@contoso.com") for i in range(3)])
+    assert [(r.salesforce_id, type(r.error), r.error.code) for r in results] == [(None, TransientError, code)] * 3
+    assert org.users() == []
+    assert_counts_match(adapter, org)
+
+
+async def test_a_hang_longer_than_the_timeout_is_transient(emulator: EmulatorHandle, org: EmulatedOrg) -> None:
+    adapter = SalesforceRestOrg(partial(dev_token_client, emulator.instance_url, emulator.token, emulator.ca_path), timeout=0.3)
+    org.faults.hang_seconds = 5
+    org.faults.fail_next("hang")
+
+    with pytest.raises(TransientError) as caught:
+        await adapter.profile_ids()
+
+    assert caught.value.code == "Timeout"
+
+
+async def test_expired_session_reauthenticates_once_and_succeeds(adapter: SalesforceRestOrg, org: EmulatedOrg) -> None:
+    await adapter.profile_ids()
+    org.expire_session()
+
+    [result] = await adapter.create_users([record(org, "after.expiry@contoso.com")])
+
+    assert result.error is None and org.get_user(result.salesforce_id)
+    assert org.calls.by_kind == {"query": 1, "composite_create": 2}  # the 401 and the retry
+    assert_counts_match(adapter, org)
+
+    org.expire_session(2)
+    with pytest.raises(SessionExpired):
+        await adapter.find_users(FIELDS, usernames=["after.expiry@contoso.com"])
+    assert org.calls.by_kind["query"] == 3  # retried exactly once
+
+
+async def test_tls_is_verified_against_the_given_ca_only(emulator: EmulatorHandle) -> None:
+    adapter = SalesforceRestOrg(partial(dev_token_client, emulator.instance_url, emulator.token), timeout=5)
+
+    with pytest.raises(PermanentError) as caught:
+        await adapter.profile_ids()
+
+    assert caught.value.code == "TLS_ERROR"
+
+
+def test_dev_token_is_refused_for_a_real_instance() -> None:
+    with pytest.raises(ConfigurationError):
+        dev_token_client("https://contoso.my.salesforce.com", "token")
+    with pytest.raises(ConfigurationError):
+        client_credentials_client("key", "secret", "login")
+
+
+async def test_logs_carry_no_usernames_or_tokens(
+    adapter: SalesforceRestOrg, org: EmulatedOrg, emulator: EmulatorHandle, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    org.expire_session()
+
+    await adapter.create_users([record(org, "private.person@contoso.com"), record(org, "bad", Alias="x")])
+
+    assert "composite/sobjects POST: 2 records, 1 failed" in caplog.text
+    assert "private.person" not in caplog.text and emulator.token not in caplog.text
