@@ -47,18 +47,27 @@ def copy_message(message: Message) -> Message:
     return decode(encode(message))
 
 
-def decode_transfer(raw: bytes) -> list[Message]:
-    """The messages one transfer carries. The SDK sends a ServiceBusMessageBatch as one message
-    (format 0x80013700, which proton's Python binding does not expose) whose data sections each
-    hold an encoded message, so a message whose every body section is an encoded message is taken
-    to be a batch envelope."""
+@dataclass(frozen=True)
+class Transfer:
+    """What one AMQP transfer carried. `size` is what the message size limit applies to: the encoded
+    message, or for a batch the sum of its encoded messages (the envelope is not counted, as the
+    SDK's ServiceBusMessageBatch does not count it either)."""
+
+    messages: list[Message]
+    size: int
+
+
+def decode_transfer(raw: bytes) -> Transfer:
+    """The SDK sends a ServiceBusMessageBatch as one message (format 0x80013700, which proton's Python
+    binding does not expose) whose data sections each hold an encoded message, so a message whose
+    every body section is an encoded message is taken to be a batch envelope."""
     sections = _body_data_sections(raw)
     if sections and all(_looks_like_encoded_message(s) for s in sections):
         try:
-            return [decode(section) for section in sections]
+            return Transfer([decode(section) for section in sections], sum(map(len, sections)))
         except Exception:  # not a batch after all: an application body that looked like one
             pass
-    return [decode(raw)]
+    return Transfer([decode(raw)], len(raw))
 
 
 def _body_data_sections(raw: bytes) -> list[bytes]:

@@ -84,6 +84,7 @@ class Entity:
         self._recent_ids: dict[str, float] = {}
         self.seen: list[SeenMessage] = []
         self.duplicates_dropped = 0
+        self.transfers_received = 0  # AMQP transfers that enqueued here (a batch is one)
 
     # ----- enqueue -------------------------------------------------------------------------------
     def enqueue(self, message: Message, now: float, scheduled_for: float | None = None) -> int | None:
@@ -207,7 +208,8 @@ class Entity:
             _, number = heapq.heappop(self._scheduled)
             stored = self._messages.get(number)
             if stored is not None:
-                stored.scheduled_for = None
+                # a scheduled message counts as enqueued when it becomes active
+                stored.enqueued_at, stored.scheduled_for = stored.scheduled_for, None
                 bisect.insort(self._available, number)
                 changed = True
         return changed

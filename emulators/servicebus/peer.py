@@ -8,7 +8,7 @@ import time
 import uuid
 from typing import Callable
 
-from proton import Condition, Delivery, Endpoint, Handler, Link, Message
+from proton import Condition, Delivery, Endpoint, Handler, Link, Message, Terminus
 
 from . import amqp_messages
 from .entities import Entity, LockLost, Namespace
@@ -105,6 +105,8 @@ class ServiceBusPeer(Handler):
 
     @staticmethod
     def _refuse(link: Link, address: str | None) -> None:
+        # As Service Bus does: answer the attach with a null terminus, then detach with the reason.
+        (link.target if link.is_receiver else link.source).type = Terminus.UNSPECIFIED
         link.open()
         link.condition = Condition("amqp:not-found", f"The messaging entity '{address}' could not be found.")
         link.close()
@@ -172,23 +174,26 @@ class ServiceBusPeer(Handler):
         link.flow(1)
         if link in self._producers:
             self._enqueue(delivery, self._producers[link], raw)
-        else:
+        elif _is_request_node(link.remote_target.address):
             delivery.update(Delivery.ACCEPTED)
             delivery.settle()
             self._answer_request(link, amqp_messages.decode(raw))
+        else:  # sent on a link that was refused before the sender saw the refusal
+            self._reject(delivery, "amqp:not-found", f"The messaging entity '{link.remote_target.address}' could not be found.")
 
     def _enqueue(self, delivery: Delivery, entity: Entity, raw: bytes) -> None:
-        if len(raw) > MAX_MESSAGE_BYTES:
-            self._reject(delivery, "amqp:link:message-size-exceeded",
-                         f"The message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}.")
-            return
         try:
-            messages = amqp_messages.decode_transfer(raw)
+            transfer = amqp_messages.decode_transfer(raw)
         except Exception as exc:  # a transfer proton cannot decode is the sender's fault
             self._reject(delivery, "amqp:decode-error", f"The message could not be decoded: {exc}")
             return
+        if transfer.size > MAX_MESSAGE_BYTES:
+            self._reject(delivery, "amqp:link:message-size-exceeded",
+                         f"The message is {transfer.size} bytes; the limit is {MAX_MESSAGE_BYTES}.")
+            return
         now = self.clock()
-        for message in messages:
+        entity.transfers_received += 1
+        for message in transfer.messages:
             entity.enqueue(message, now, scheduled_for=amqp_messages.scheduled_time(message))
         delivery.update(Delivery.ACCEPTED)
         delivery.settle()

@@ -133,6 +133,11 @@ class ServiceBusEmulator:
         with self.namespace.lock:
             return self._entity(queue).duplicates_dropped
 
+    def transfers_received(self, queue: str) -> int:
+        """AMQP transfers sent to the queue; a ServiceBusMessageBatch counts once."""
+        with self.namespace.lock:
+            return self._entity(queue).transfers_received
+
 
 @contextlib.contextmanager
 def run_servicebus_emulator(
