@@ -1,0 +1,201 @@
+"""What the Azure Functions host does for a Service Bus queue trigger, for local demos and end-to-end
+tests (the host itself cannot run here): receive in peek-lock with the real SDK, turn each message into
+the `azure.functions.ServiceBusMessage` the Python worker would build, call the function, complete it
+on success and abandon it on an exception, so delivery counts and max-delivery dead-lettering behave
+as in Azure.
+
+    host = QueueTriggerHost(bus.connection_string, "provision-users", provision_function)
+    results = await host.run(idle_seconds=1.0)   # returns once the queue has been idle for 1 s
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import inspect
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Literal
+
+import azure.functions as func
+from azure.functions.meta import Datum
+from azure.functions.servicebus import ServiceBusMessageInConverter
+from azure.servicebus import ServiceBusReceivedMessage, ServiceBusSubQueue
+from azure.servicebus.aio import AutoLockRenewer, ServiceBusClient, ServiceBusReceiver
+from azure.servicebus.exceptions import ServiceBusError
+
+log = logging.getLogger(__name__)
+
+FunctionHandler = Callable[[func.ServiceBusMessage], "Awaitable[None] | None"]
+Outcome = Literal["completed", "abandoned", "lock_lost"]
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One call of the function and how the message was settled afterwards."""
+
+    message_id: str | None
+    delivery_count: int  # as the function saw it: 1 on the first delivery, as the host counts
+    outcome: Outcome
+    error: BaseException | None = None
+
+
+def to_functions_message(message: ServiceBusReceivedMessage) -> func.ServiceBusMessage:
+    """Build the binding object through the worker's own converter, from the trigger metadata the
+    host sends. The host (the .NET SDK) counts deliveries from 1; the Python SDK reports the AMQP
+    header, which counts from 0."""
+    properties = _json_ready(message.application_properties or {})
+    metadata: dict[str, Any] = {
+        "MessageId": message.message_id,
+        "ContentType": message.content_type,
+        "CorrelationId": message.correlation_id,
+        "DeliveryCount": (message.delivery_count or 0) + 1,
+        "SequenceNumber": message.sequence_number,
+        "EnqueuedTimeUtc": message.enqueued_time_utc,
+        "ExpiresAtUtc": message.expires_at_utc,
+        "ScheduledEnqueueTimeUtc": message.scheduled_enqueue_time_utc,
+        "LockedUntil": message.locked_until_utc,
+        "LockToken": None if message.lock_token is None else str(message.lock_token),
+        "DeadLetterReason": message.dead_letter_reason,
+        "DeadLetterErrorDescription": message.dead_letter_error_description,
+        "DeadLetterSource": message.dead_letter_source,
+        "Subject": message.subject,
+        "Label": message.subject,
+        "ReplyTo": message.reply_to,
+        "ReplyToSessionId": message.reply_to_session_id,
+        "SessionId": message.session_id,
+        "PartitionKey": message.partition_key,
+        "To": message.to,
+        "State": int(message.state),
+        "ApplicationProperties": properties,
+        "UserProperties": properties,
+    }
+    trigger_metadata = {k: _datum(v) for k, v in metadata.items() if v is not None}
+    return ServiceBusMessageInConverter.decode(Datum(b"".join(message.body), "bytes"), trigger_metadata=trigger_metadata)
+
+
+def _datum(value: Any) -> Datum:
+    if isinstance(value, dict):
+        return Datum(json.dumps(value), "json")
+    if isinstance(value, dt.datetime):
+        return Datum(value.astimezone(dt.timezone.utc).isoformat(timespec="microseconds"), "string")
+    if isinstance(value, int):
+        return Datum(value, "int")
+    return Datum(str(value), "string")
+
+
+def _json_ready(properties: dict) -> dict[str, Any]:
+    """The SDK hands application properties over as AMQP decoded them (bytes keys and strings)."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, bytes):
+            return value.decode("utf-8", errors="replace")
+        if isinstance(value, (dt.datetime, dt.date)):
+            return value.isoformat()
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            return value
+        return str(value)
+
+    return {plain(k): plain(v) for k, v in properties.items()}
+
+
+class QueueTriggerHost:
+    """A Service Bus queue trigger (or, with `dead_letter=True`, a trigger on `<queue>/$deadletterqueue`).
+    Sync functions run on worker threads, as the Python worker runs them; locks are renewed while a call
+    is running (the host's maxAutoLockRenewalDuration, 5 minutes by default)."""
+
+    def __init__(
+        self,
+        connection_string: str,
+        queue_name: str,
+        function: FunctionHandler,
+        *,
+        dead_letter: bool = False,
+        max_concurrent_calls: int = 16,
+        max_auto_lock_renewal_seconds: float = 300,
+        on_invocation: Callable[[Invocation], None] | None = None,
+    ) -> None:
+        if max_concurrent_calls < 1:
+            raise ValueError("max_concurrent_calls must be at least 1")
+        self.connection_string = connection_string
+        self.queue_name = queue_name
+        self.function = function
+        self.dead_letter = dead_letter
+        self.max_concurrent_calls = max_concurrent_calls
+        self.max_auto_lock_renewal_seconds = max_auto_lock_renewal_seconds
+        self.on_invocation = on_invocation
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Stop receiving; calls in progress finish and are settled."""
+        self._stopping.set()
+
+    async def run(self, *, idle_seconds: float | None = None, poll_seconds: float = 1.0) -> list[Invocation]:
+        """Receive and dispatch until stop(), or until nothing arrived and nothing ran for
+        `idle_seconds`. Returns every invocation, in the order they were settled."""
+        invocations: list[Invocation] = []
+        loop = asyncio.get_running_loop()
+        wait = min(poll_seconds, idle_seconds) if idle_seconds else poll_seconds
+        renewer = AutoLockRenewer(max_lock_renewal_duration=self.max_auto_lock_renewal_seconds)
+        running: set[asyncio.Task] = set()
+        try:
+            async with ServiceBusClient.from_connection_string(self.connection_string) as client:
+                receiver = client.get_queue_receiver(
+                    self.queue_name,
+                    sub_queue=ServiceBusSubQueue.DEAD_LETTER if self.dead_letter else None,
+                    auto_lock_renewer=renewer,
+                )
+                async with receiver:
+                    last_activity = loop.time()
+                    while not self._stopping.is_set():
+                        free = self.max_concurrent_calls - len(running)
+                        if free == 0:
+                            await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                            continue
+                        messages = await receiver.receive_messages(max_message_count=free, max_wait_time=wait)
+                        for message in messages:
+                            task = asyncio.create_task(self._invoke(receiver, message, invocations))
+                            running.add(task)
+                            task.add_done_callback(running.discard)
+                        if messages or running:
+                            last_activity = loop.time()
+                        elif idle_seconds is not None and loop.time() - last_activity >= idle_seconds:
+                            break
+                    if running:
+                        await asyncio.wait(running)
+        finally:
+            await renewer.close()
+        return invocations
+
+    async def _invoke(self, receiver: ServiceBusReceiver, message: ServiceBusReceivedMessage,
+                      invocations: list[Invocation]) -> None:
+        binding = to_functions_message(message)
+        delivery_count = binding.delivery_count or 1
+        error: BaseException | None = None
+        try:
+            await self._call(binding)
+        except Exception as exc:  # the host catches whatever the function raises
+            error = exc
+            log.warning("function failed for message %s (delivery %d): %s", message.message_id,
+                        delivery_count, type(exc).__name__)
+        try:
+            if error is None:
+                await receiver.complete_message(message)
+                outcome: Outcome = "completed"
+            else:
+                await receiver.abandon_message(message)
+                outcome = "abandoned"
+        except ServiceBusError as exc:  # e.g. the lock expired while the function ran
+            log.warning("could not settle message %s: %s", message.message_id, type(exc).__name__)
+            outcome = "lock_lost"
+        invocation = Invocation(message.message_id, delivery_count, outcome, error)
+        invocations.append(invocation)
+        if self.on_invocation is not None:
+            self.on_invocation(invocation)
+
+    async def _call(self, binding: func.ServiceBusMessage) -> None:
+        if inspect.iscoroutinefunction(self.function):
+            await self.function(binding)
+            return
+        result = await asyncio.to_thread(self.function, binding)
+        if inspect.isawaitable(result):
+            await result
