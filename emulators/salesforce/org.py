@@ -7,9 +7,10 @@ import itertools
 import re
 import threading
 import uuid
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
 
 from . import soql
@@ -131,6 +132,11 @@ class EmulatedOrg:
         self._licenses: dict[str, int] = dict(licenses)
         self._profiles: dict[str, Profile] = {}
         self._users: dict[str, dict[str, Any]] = {}  # 15-char id → fields
+        # Indexes over _users, kept by _store/_reindex so each write is O(1), not a scan of the org.
+        self._by_username: dict[str, str] = {}
+        self._by_nickname: dict[str, str] = {}
+        self._by_federation: dict[str, str] = {}
+        self._active_by_license: Counter[str] = Counter()
         self._pending_email: dict[str, str] = {}
         self._expired_sessions = 0
         for name, license in profiles.items():
@@ -176,7 +182,7 @@ class EmulatedOrg:
                 raise _duplicate_username()
             stamp = _now()
             record.update(Id=user_id, CreatedDate=stamp, LastModifiedDate=stamp, SystemModstamp=stamp)
-            self._users[user_id[:15]] = self._with_name(record)
+            self._store(record)
             return user_id
 
     def update_user(self, user_id: str, fields: Mapping[str, Any]) -> None:
@@ -207,7 +213,7 @@ class EmulatedOrg:
                 merged["Email"] = current["Email"]
             stamp = _now()
             merged.update(LastModifiedDate=stamp, SystemModstamp=stamp)
-            self._users[current["Id"][:15]] = self._with_name(merged)
+            self._store(merged)
 
     def get_user(self, user_id: str) -> dict[str, Any] | None:
         with self._lock:
@@ -227,8 +233,7 @@ class EmulatedOrg:
         with self._lock:
             if user_id[:15] not in self._pending_email:
                 raise ValueError(f"user {user_id} has no pending email change")
-            new_email = self._pending_email.pop(user_id[:15])
-            self._users[user_id[:15]]["Email"] = new_email
+            self._users[user_id[:15]]["Email"] = self._pending_email.pop(user_id[:15])
 
     def query(self, text: str) -> tuple[str, list[dict[str, Any]]]:
         """Run SOQL; returns (sObject type, rows). Raises soql.SoqlError."""
@@ -278,6 +283,7 @@ class EmulatedOrg:
                 for user in users.values():
                     self.registry.claim(user["Username"], self._owner)
                 self._users, self._pending_email = users, pending
+                self._reindex()
                 raise
 
     # -- rules
@@ -333,23 +339,23 @@ class EmulatedOrg:
         manager = record.get("ManagerId")
         if manager and str(manager)[:15] not in self._users:
             raise RecordError("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", ("ManagerId",))
-        others = [u for key, u in self._users.items() if key != user_id[:15]]
-        if record.get("Username") and any(u["Username"].casefold() == record["Username"].casefold() for u in others):
+        own = user_id[:15]
+        if self._by_username.get(record["Username"].casefold(), own) != own:
             raise _duplicate_username()
         nickname = record.get("CommunityNickname")
-        if nickname and any((u.get("CommunityNickname") or "").casefold() == nickname.casefold() for u in others):
+        if nickname and self._by_nickname.get(nickname.casefold(), own) != own:
             raise RecordError(
                 "DUPLICATE_COMM_NICKNAME",
                 "Duplicate Nickname.<br>Another user has already selected this nickname.<br>Please select another.",
                 ("CommunityNickname",),
             )
         federation = record.get("FederationIdentifier")
-        clash = next((u for u in others if federation and u.get("FederationIdentifier") == federation), None)
-        if clash:
+        clash = self._by_federation.get(federation, own) if federation else own
+        if clash != own:
             raise RecordError(
                 "DUPLICATE_VALUE",
                 f"This Federation ID is already in use. Use a different Federation ID.: SAML Federation ID "
-                f"(duplicates value on record with id: {clash['Id']})",
+                f"(duplicates value on record with id: {self._users[clash]['Id']})",
                 ("FederationIdentifier",),
             )
 
@@ -365,20 +371,44 @@ class EmulatedOrg:
             raise RecordError("LICENSE_LIMIT_EXCEEDED", "License Limit Exceeded")
 
     def _license_used(self, license: str) -> int:
-        return sum(
-            1 for u in self._users.values() if u.get("IsActive") and self._profiles[u["ProfileId"][:15]].license == license
-        )
+        return self._active_by_license[license]
 
     def _generated_nickname(self, username: str) -> str:
         base = username.split("@", 1)[0][:30]
-        taken = {(u.get("CommunityNickname") or "").casefold() for u in self._users.values()}
         candidates = (base if n == 0 else f"{base}{n}" for n in itertools.count())
-        return next(c for c in candidates if c.casefold() not in taken)
+        return next(c for c in candidates if c.casefold() not in self._by_nickname)
 
-    @staticmethod
-    def _with_name(record: dict[str, Any]) -> dict[str, Any]:
+    def _store(self, record: dict[str, Any]) -> None:
+        key = record["Id"][:15]
+        self._unindex(self._users.get(key))
         record["Name"] = " ".join(p for p in (record.get("FirstName"), record.get("LastName")) if p)
-        return record
+        self._users[key] = record
+        self._index(record)
+
+    def _index(self, user: dict[str, Any]) -> None:
+        key = user["Id"][:15]
+        self._by_username[user["Username"].casefold()] = key
+        if user.get("CommunityNickname"):
+            self._by_nickname[user["CommunityNickname"].casefold()] = key
+        if user.get("FederationIdentifier"):
+            self._by_federation[user["FederationIdentifier"]] = key
+        if user.get("IsActive"):
+            self._active_by_license[self._profiles[user["ProfileId"][:15]].license] += 1
+
+    def _unindex(self, user: dict[str, Any] | None) -> None:
+        if user is None:
+            return
+        self._by_username.pop(user["Username"].casefold(), None)
+        self._by_nickname.pop((user.get("CommunityNickname") or "").casefold(), None)
+        self._by_federation.pop(user.get("FederationIdentifier") or "", None)
+        if user.get("IsActive"):
+            self._active_by_license[self._profiles[user["ProfileId"][:15]].license] -= 1
+
+    def _reindex(self) -> None:
+        self._by_username, self._by_nickname, self._by_federation = {}, {}, {}
+        self._active_by_license = Counter()
+        for user in self._users.values():
+            self._index(user)
 
 
 def _typed(name: str, value: Any) -> Any:

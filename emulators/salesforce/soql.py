@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping
 
 _TOKEN = re.compile(
     r"""\s*(?:
@@ -113,14 +113,11 @@ def _sort_key(value: Any) -> Any:
     return value.casefold() if isinstance(value, str) else value
 
 
-def _same(field: str, actual: Any, expected: Any) -> bool:
-    if actual is None or expected is None:
-        return actual is expected
-    if isinstance(actual, str) and isinstance(expected, str):
-        if field.endswith("Id"):  # ids are case-sensitive; a 15-character id equals its 18-character form
-            return actual[:15] == expected[:15] and len(expected) in (15, 18)
-        return actual.casefold() == expected.casefold()
-    return actual == expected
+def _key(field: str, value: Any) -> Any:
+    """The comparable form of a value: text case-insensitive; ids by their 15-character form."""
+    if not isinstance(value, str):
+        return value
+    return value[:15] if field.endswith("Id") else value.casefold()
 
 
 def _like_regex(literal: Literal) -> re.Pattern[str]:
@@ -241,18 +238,18 @@ class _Parser:
         field = self._field(self._next("a field").text)
         token = self._next("an operator")
         if token.kind == "op" and token.text in ("=", "!=", "<>"):
-            value = self._literal().value
+            value = _key(field, self._literal().value)
             if token.text == "=":
-                return lambda row: _same(field, row.get(field), value)
-            return lambda row: not _same(field, row.get(field), value)
+                return lambda row: _key(field, row.get(field)) == value
+            return lambda row: _key(field, row.get(field)) != value
         negate = token.keyword == "NOT"
         if negate:
             token = self._next("IN")
         if token.keyword == "IN":
-            values = self._literal_list()
+            values = {_key(field, v) for v in self._literal_list()}
             if negate:
-                return lambda row: not any(_same(field, row.get(field), v) for v in values)
-            return lambda row: any(_same(field, row.get(field), v) for v in values)
+                return lambda row: _key(field, row.get(field)) not in values
+            return lambda row: _key(field, row.get(field)) in values
         if token.keyword == "LIKE" and not negate:
             literal = self._literal()
             if not isinstance(literal.value, str):
@@ -273,7 +270,7 @@ class _Parser:
             return Literal(None)
         raise SoqlError("MALFORMED_QUERY", f"unexpected token: '{token.text}', expected a value")
 
-    def _literal_list(self) -> Sequence[Any]:
+    def _literal_list(self) -> list[Any]:
         if not self._at("("):
             raise SoqlError("MALFORMED_QUERY", "expected '(' after IN")
         self.i += 1

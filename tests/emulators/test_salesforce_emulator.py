@@ -347,3 +347,18 @@ def test_uri_longer_than_16384_bytes_is_414(sf: Client) -> None:
     response = sf.query("SELECT Id FROM User WHERE Username IN ('" + "a" * 17000 + "')")
 
     assert response.status_code == 414
+
+
+def test_username_change_frees_the_old_name_and_federation_ids_are_unique(sf: Client, org: EmulatedOrg) -> None:
+    first = org.create_user(new_user(org, "old@contoso.com", FederationIdentifier="fed-1"))
+    second = org.create_user(new_user(org, "other@contoso.com"))
+
+    assert sf.call("PATCH", f"sobjects/User/{first}", json={"Username": "new@contoso.com"}).status_code == 204
+    taken = sf.call("PATCH", f"sobjects/User/{second}", json={"Username": "NEW@contoso.com"})
+    reused = sf.call("PATCH", f"sobjects/User/{second}", json={"Username": "old@contoso.com"})
+    clash = sf.call("PATCH", f"sobjects/User/{second}", json={"FederationIdentifier": "fed-1"})
+
+    assert taken.json()[0]["errorCode"] == "DUPLICATE_USERNAME"
+    assert reused.status_code == 204
+    assert (clash.json()[0]["errorCode"], clash.json()[0]["fields"]) == ("DUPLICATE_VALUE", ["FederationIdentifier"])
+    assert org.registry.owner_of("other@contoso.com") is None
