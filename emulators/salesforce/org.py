@@ -88,6 +88,13 @@ class Profile:
     license: str
 
 
+@dataclass(frozen=True)
+class ConnectedApp:
+    consumer_key: str
+    consumer_secret: str | None
+    certificate_pem: str | None
+
+
 def salesforce_id(prefix: str, pod: str, number: int) -> str:
     """An 18-character id: 3-char key prefix, 3-char pod, 9-digit counter, then the case-safe suffix."""
     base = f"{prefix}{pod}{number:09d}"
@@ -139,6 +146,8 @@ class EmulatedOrg:
         self._active_by_license: Counter[str] = Counter()
         self._pending_email: dict[str, str] = {}
         self._expired_sessions = 0
+        self._sessions: set[str] = set()
+        self.connected_apps: dict[str, ConnectedApp] = {}
         for name, license in profiles.items():
             self.add_profile(name, license)
 
@@ -260,9 +269,28 @@ class EmulatedOrg:
         with self._lock:
             self._expired_sessions += requests
 
+    def register_connected_app(
+        self, consumer_key: str, *, consumer_secret: str | None = None, certificate_pem: str | None = None
+    ) -> None:
+        """Allow OAuth logins at /services/oauth2/token: client credentials with the secret, JWT bearer
+        signed by the key of the certificate (or public key) PEM."""
+        with self._lock:
+            self.connected_apps[consumer_key] = ConnectedApp(consumer_key, consumer_secret, certificate_pem)
+
+    def issue_session(self) -> str:
+        with self._lock:
+            token = f"00D{self._pod}!{uuid.uuid4().hex}"
+            self._sessions.add(token)
+            return token
+
+    def active_username(self, username: str) -> bool:
+        with self._lock:
+            key = self._by_username.get(username.casefold())
+            return key is not None and bool(self._users[key].get("IsActive"))
+
     def session_is_valid(self, token: str) -> bool:
         with self._lock:
-            if token != self.dev_token:
+            if token != self.dev_token and token not in self._sessions:
                 return False
             if self._expired_sessions:
                 self._expired_sessions -= 1

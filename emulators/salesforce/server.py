@@ -12,6 +12,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
+from . import oauth
 from .knobs import FAULT_KINDS
 from .org import EmulatedOrg, RecordError
 from .soql import SoqlError
@@ -58,6 +59,8 @@ async def _api_edge(request: web.Request, handler: Handler) -> web.StreamRespons
     org = request.app[ORG_KEY]
     if len(request.raw_path.encode()) > MAX_URI_BYTES:
         return error_response(414, "URI_TOO_LONG", f"The request URI is longer than {MAX_URI_BYTES} bytes")
+    if request.match_info.route.name == "oauth_token":
+        return await handler(request)  # logins are not API calls and carry no session
     unmatched = request.match_info.http_exception
     if unmatched is not None:
         if unmatched.status == 405:
@@ -267,6 +270,10 @@ async def limits(request: web.Request) -> web.Response:
     )
 
 
+async def oauth_token(request: web.Request) -> web.Response:
+    return await oauth.token(request, request.app[ORG_KEY])
+
+
 def build_app(org: EmulatedOrg) -> web.Application:
     app = web.Application(middlewares=[_api_edge])
     app[ORG_KEY] = org
@@ -280,4 +287,5 @@ def build_app(org: EmulatedOrg) -> web.Application:
     app.router.add_post(API + "/composite/sobjects", collection, name="composite_create")
     app.router.add_patch(API + "/composite/sobjects", collection, name="composite_update")
     app.router.add_get(API + "/limits{_:/?}", limits, name="limits")
+    app.router.add_post("/services/oauth2/token", oauth_token, name="oauth_token")
     return app

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlparse
 
+import jwt
 import requests
 from simple_salesforce import Salesforce
 
@@ -42,29 +43,41 @@ def dev_token_client(instance_url: str, access_token: str, ca_bundle: str | None
     )
 
 
-def jwt_bearer_client(consumer_key: str, username: str, private_key: str, domain: str = "login") -> Salesforce:
+def jwt_bearer_client(
+    consumer_key: str, username: str, private_key: str, domain: str = "login", *, session: requests.Session | None = None
+) -> Salesforce:
     """OAuth 2.0 JWT bearer flow with the connected app's certificate key (PEM text). `domain` is the
-    login host: 'login', 'test' (sandbox) or '<name>.my' (My Domain)."""
-    return Salesforce(
-        username=username, consumer_key=consumer_key, privatekey=private_key, domain=domain, version=API_VERSION
-    )
+    login host: 'login', 'test' (sandbox) or '<name>.my' (My Domain). simple-salesforce logs in again
+    by itself when the session expires. `session` (all login factories): proxies or a private CA."""
+    try:
+        return Salesforce(
+            username=username, consumer_key=consumer_key, privatekey=private_key, domain=domain, version=API_VERSION,
+            session=session,
+        )
+    except (ValueError, jwt.PyJWTError) as exc:
+        raise ConfigurationError(f"the Salesforce JWT private key cannot sign RS256 tokens ({type(exc).__name__})") from None
 
 
-def client_credentials_client(consumer_key: str, consumer_secret: str, my_domain: str) -> Salesforce:
+def client_credentials_client(
+    consumer_key: str, consumer_secret: str, my_domain: str, *, session: requests.Session | None = None
+) -> Salesforce:
     """OAuth 2.0 client credentials flow; Salesforce only allows it on a My Domain ('<name>.my')."""
     if my_domain in ("login", "test") or not my_domain:
         raise ConfigurationError("the client credentials flow needs a My Domain such as 'contoso.my', not 'login'/'test'")
     return Salesforce(
-        consumer_key=consumer_key, consumer_secret=consumer_secret, domain=my_domain, version=API_VERSION
+        consumer_key=consumer_key, consumer_secret=consumer_secret, domain=my_domain, version=API_VERSION, session=session
     )
 
 
-def password_client(username: str, password: str, security_token: str, domain: str = "login") -> Salesforce:
+def password_client(
+    username: str, password: str, security_token: str, domain: str = "login", *, session: requests.Session | None = None
+) -> Salesforce:
     """SOAP login with username, password and security token (legacy)."""
     log.warning(
         "Salesforce username/password login uses SOAP login(), which Salesforce is retiring "
         "(unavailable from API v65.0, retired for older versions in Summer '27); prefer the JWT bearer flow."
     )
     return Salesforce(
-        username=username, password=password, security_token=security_token, domain=domain, version=API_VERSION
+        username=username, password=password, security_token=security_token, domain=domain, version=API_VERSION,
+        session=session,
     )
