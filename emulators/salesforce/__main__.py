@@ -19,7 +19,7 @@ def main() -> None:
     handle = start_salesforce_emulator(org, port=args.port, cert_dir=args.cert_dir)
     print(f"Salesforce emulator at {handle.instance_url}")
     print(f"  CA certificate: {handle.ca_path}")
-    print("  session token:  the value of --token")
+    print("  session token:  the --token value (Authorization: Bearer <token>)")
     print("Ctrl+C to stop.", flush=True)
     try:
         threading.Event().wait()

@@ -6,7 +6,6 @@ errors use Salesforce's JSON list `[{"message","errorCode","fields"}]`, and comp
 from __future__ import annotations
 
 import asyncio
-import logging
 import secrets
 from typing import Any, Awaitable, Callable
 
@@ -16,8 +15,6 @@ from . import oauth
 from .knobs import FAULT_KINDS
 from .org import EmulatedOrg, RecordError
 from .soql import SoqlError
-
-log = logging.getLogger(__name__)
 
 API = r"/services/data/v{version:\d+\.\d+}"
 MAX_COLLECTION = 200
@@ -127,7 +124,11 @@ def _records_page(request: web.Request, sobject: str, rows: list[dict], offset: 
         url = f"/services/data/v{version}/sobjects/{sobject}/{row['Id']}" if row.get("Id") else None
         records.append({"attributes": {"type": sobject, "url": url}, **row})
     body: dict[str, Any] = {"totalSize": len(rows), "done": offset + size >= len(rows), "records": records}
-    if not body["done"]:
+    cursors = request.app[CURSORS_KEY]
+    if body["done"]:
+        cursors.pop(cursor, None)  # keep only the result sets a client can still page through
+    else:
+        cursors[cursor] = (sobject, rows)
         body["nextRecordsUrl"] = f"/services/data/v{version}/query/{cursor}-{offset + size}"
     return web.json_response(body)
 
@@ -140,9 +141,7 @@ async def query(request: web.Request) -> web.Response:
         sobject, rows = request.app[ORG_KEY].query(text)
     except SoqlError as exc:
         return error_response(400, exc.code, exc.message)
-    cursor = "01g" + secrets.token_hex(8)
-    request.app[CURSORS_KEY][cursor] = (sobject, rows)
-    return _records_page(request, sobject, rows, 0, cursor)
+    return _records_page(request, sobject, rows, 0, "01g" + secrets.token_hex(8))
 
 
 async def query_more(request: web.Request) -> web.Response:

@@ -16,8 +16,8 @@ from urllib.parse import quote_plus
 
 import requests
 from simple_salesforce import Salesforce, format_soql
-from simple_salesforce.format import quote_soql_value
 from simple_salesforce.exceptions import SalesforceAuthenticationFailed, SalesforceError
+from simple_salesforce.format import quote_soql_value
 
 from shared.core.errors import ProvisioningError, SessionExpired, salesforce_error
 from shared.core.models import SalesforceUser
