@@ -143,6 +143,9 @@ class QueueTriggerHost:
                     self.queue_name,
                     sub_queue=ServiceBusSubQueue.DEAD_LETTER if self.dead_letter else None,
                     auto_lock_renewer=renewer,
+                    # no keep-alive pings: the receiver polls anyway, and closing need not wait
+                    # out the keep-alive task's 1 s sleep
+                    keep_alive=0,
                 )
                 async with receiver:
                     last_activity = loop.time()

@@ -16,6 +16,7 @@ from azure.servicebus.exceptions import MessageLockLostError, MessageSizeExceede
 from emulators.servicebus import QueueConfig, run_servicebus_emulator
 
 WAIT = 10  # seconds a receive may wait before a test fails; never an assertion on timing
+# Links are opened with keep_alive=0: closing one otherwise waits out the SDK's 1 s keep-alive sleep.
 
 
 def client(bus) -> ServiceBusClient:
@@ -31,13 +32,13 @@ def receive_one(receiver, **kwargs):
 
 def test_round_trip_keeps_message_id_body_and_properties():
     with run_servicebus_emulator(["reconcile"]) as bus, client(bus) as sb:
-        with sb.get_queue_sender("reconcile") as sender:
+        with sb.get_queue_sender("reconcile", keep_alive=0) as sender:
             sender.send_messages(ServiceBusMessage(
                 b'{"entraId":"x"}', message_id="m-1", content_type="application/json",
                 application_properties={"reason": "delta", "attempt": 2},
             ))
         assert bus.active_count("reconcile") == 1
-        with sb.get_queue_receiver("reconcile") as receiver:
+        with sb.get_queue_receiver("reconcile", keep_alive=0) as receiver:
             message = receive_one(receiver)
             assert b"".join(message.body) == b'{"entraId":"x"}'
             assert message.message_id == "m-1"
@@ -55,9 +56,9 @@ def test_round_trip_keeps_message_id_body_and_properties():
 async def test_async_round_trip_and_abandon_redelivers_with_count_plus_one():
     with run_servicebus_emulator(["reconcile"]) as bus:
         async with AsyncServiceBusClient.from_connection_string(bus.connection_string, retry_total=0) as sb:
-            async with sb.get_queue_sender("reconcile") as sender:
+            async with sb.get_queue_sender("reconcile", keep_alive=0) as sender:
                 await sender.send_messages(ServiceBusMessage("hello", message_id="a-1"))
-            async with sb.get_queue_receiver("reconcile") as receiver:
+            async with sb.get_queue_receiver("reconcile", keep_alive=0) as receiver:
                 [first] = await receiver.receive_messages(max_message_count=1, max_wait_time=WAIT)
                 assert (first.message_id, first.delivery_count) == ("a-1", 0)
                 await receiver.abandon_message(first)
@@ -70,7 +71,7 @@ async def test_async_round_trip_and_abandon_redelivers_with_count_plus_one():
 def test_batch_of_500_arrives_in_order():
     with run_servicebus_emulator(["reconcile"]) as bus, client(bus) as sb:
         ids = [f"user-{i:03}" for i in range(500)]
-        with sb.get_queue_sender("reconcile") as sender:
+        with sb.get_queue_sender("reconcile", keep_alive=0) as sender:
             batch = sender.create_message_batch()
             for message_id in ids:
                 batch.add_message(ServiceBusMessage(f"body {message_id}", message_id=message_id))
@@ -79,7 +80,7 @@ def test_batch_of_500_arrives_in_order():
         assert [m.message_id for m in seen] == ids
         assert seen[7].body == b"body user-007"
         received = []
-        with sb.get_queue_receiver("reconcile", receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE) as receiver:
+        with sb.get_queue_receiver("reconcile", keep_alive=0, receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE) as receiver:
             while len(received) < 500:
                 batch_received = receiver.receive_messages(max_message_count=500, max_wait_time=WAIT)
                 assert batch_received, "messages went missing"
@@ -90,7 +91,7 @@ def test_batch_of_500_arrives_in_order():
 
 def test_duplicate_message_id_is_dropped_within_the_window():
     with run_servicebus_emulator([QueueConfig("reconcile", duplicate_detection_window=600)]) as bus, client(bus) as sb:
-        with sb.get_queue_sender("reconcile") as sender:
+        with sb.get_queue_sender("reconcile", keep_alive=0) as sender:
             sender.send_messages(ServiceBusMessage("first", message_id="same"))
             sender.send_messages([ServiceBusMessage("second", message_id="same"), ServiceBusMessage("other", message_id="other")])
         assert [m.message_id for m in bus.messages_seen("reconcile")] == ["same", "other"]
@@ -100,17 +101,17 @@ def test_duplicate_message_id_is_dropped_within_the_window():
 
 def test_duplicates_are_kept_when_detection_is_off():
     with run_servicebus_emulator([QueueConfig("reconcile", duplicate_detection_window=None)]) as bus, client(bus) as sb:
-        with sb.get_queue_sender("reconcile") as sender:
+        with sb.get_queue_sender("reconcile", keep_alive=0) as sender:
             sender.send_messages([ServiceBusMessage("a", message_id="same"), ServiceBusMessage("b", message_id="same")])
         assert bus.active_count("reconcile") == 2
 
 
 def test_abandon_until_max_delivery_count_moves_to_dead_letter_queue():
     with run_servicebus_emulator([QueueConfig("reconcile", max_delivery_count=3)]) as bus, client(bus) as sb:
-        with sb.get_queue_sender("reconcile") as sender:
+        with sb.get_queue_sender("reconcile", keep_alive=0) as sender:
             sender.send_messages(ServiceBusMessage("poison", message_id="p-1", application_properties={"k": "v"}))
         counts = []
-        with sb.get_queue_receiver("reconcile") as receiver:
+        with sb.get_queue_receiver("reconcile", keep_alive=0) as receiver:
             for _ in range(3):
                 message = receive_one(receiver)
                 counts.append(message.delivery_count)
@@ -118,7 +119,7 @@ def test_abandon_until_max_delivery_count_moves_to_dead_letter_queue():
             assert receiver.receive_messages(max_message_count=1, max_wait_time=1) == []
         assert counts == [0, 1, 2]
         assert (bus.message_count("reconcile"), bus.dead_letter_count("reconcile")) == (0, 1)
-        with sb.get_queue_receiver("reconcile", sub_queue=ServiceBusSubQueue.DEAD_LETTER) as dlq:
+        with sb.get_queue_receiver("reconcile", keep_alive=0, sub_queue=ServiceBusSubQueue.DEAD_LETTER) as dlq:
             dead = receive_one(dlq)
             assert dead.message_id == "p-1"
             assert dead.dead_letter_reason == "MaxDeliveryCountExceeded"
@@ -130,12 +131,12 @@ def test_abandon_until_max_delivery_count_moves_to_dead_letter_queue():
 
 def test_explicit_dead_letter_keeps_reason_and_description():
     with run_servicebus_emulator(["reconcile"]) as bus, client(bus) as sb:
-        with sb.get_queue_sender("reconcile") as sender:
+        with sb.get_queue_sender("reconcile", keep_alive=0) as sender:
             sender.send_messages(ServiceBusMessage("bad", message_id="d-1"))
-        with sb.get_queue_receiver("reconcile") as receiver:
+        with sb.get_queue_receiver("reconcile", keep_alive=0) as receiver:
             receiver.dead_letter_message(receive_one(receiver), reason="DUPLICATE_USERNAME",
                                          error_description="Username jo@contoso.com is taken in another org")
-        with sb.get_queue_receiver("reconcile/$deadletterqueue") as dlq:
+        with sb.get_queue_receiver("reconcile/$deadletterqueue", keep_alive=0) as dlq:
             dead = receive_one(dlq)
         assert (dead.message_id, dead.dead_letter_reason, dead.dead_letter_error_description) == (
             "d-1", "DUPLICATE_USERNAME", "Username jo@contoso.com is taken in another org")
@@ -145,13 +146,13 @@ def test_explicit_dead_letter_keeps_reason_and_description():
 def test_scheduled_messages_are_delivered_when_due_not_before():
     with run_servicebus_emulator(["reconcile"]) as bus, client(bus) as sb:
         due = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=2)
-        with sb.get_queue_sender("reconcile") as sender:
+        with sb.get_queue_sender("reconcile", keep_alive=0) as sender:
             [number] = sender.schedule_messages(ServiceBusMessage("later-mgmt", message_id="later-1"), due)
             sender.send_messages(ServiceBusMessage("later-annotation", message_id="later-2", scheduled_enqueue_time_utc=due))
             sender.send_messages(ServiceBusMessage("now", message_id="now"))
         assert number == 1
         assert (bus.scheduled_count("reconcile"), bus.active_count("reconcile")) == (2, 1)
-        with sb.get_queue_receiver("reconcile", receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE) as receiver:
+        with sb.get_queue_receiver("reconcile", keep_alive=0, receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE) as receiver:
             order = [receive_one(receiver).message_id]
             while len(order) < 3:
                 order += [m.message_id for m in receiver.receive_messages(max_message_count=2, max_wait_time=WAIT)]
@@ -162,21 +163,21 @@ def test_scheduled_messages_are_delivered_when_due_not_before():
 
 def test_cancelled_scheduled_message_is_never_delivered():
     with run_servicebus_emulator(["reconcile"]) as bus, client(bus) as sb:
-        with sb.get_queue_sender("reconcile") as sender:
+        with sb.get_queue_sender("reconcile", keep_alive=0) as sender:
             due = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
             numbers = sender.schedule_messages([ServiceBusMessage("x", message_id="c-1"), ServiceBusMessage("y", message_id="c-2")], due)
             sender.cancel_scheduled_messages(numbers[0])
         assert bus.scheduled_count("reconcile") == 1
-        with sb.get_queue_receiver("reconcile") as receiver:
+        with sb.get_queue_receiver("reconcile", keep_alive=0) as receiver:
             [peeked] = receiver.peek_messages(max_message_count=5)
         assert peeked.message_id == "c-2"
 
 
 def test_lost_lock_redelivers_with_delivery_count_plus_one():
     with run_servicebus_emulator([QueueConfig("reconcile", lock_duration=1)]) as bus, client(bus) as sb:
-        with sb.get_queue_sender("reconcile") as sender:
+        with sb.get_queue_sender("reconcile", keep_alive=0) as sender:
             sender.send_messages(ServiceBusMessage("slow", message_id="s-1"))
-        with sb.get_queue_receiver("reconcile") as receiver:
+        with sb.get_queue_receiver("reconcile", keep_alive=0) as receiver:
             first = receive_one(receiver)
             again = receive_one(receiver)  # arrives only once the first lock expired
             assert (again.message_id, again.delivery_count) == ("s-1", 1)
@@ -188,9 +189,9 @@ def test_lost_lock_redelivers_with_delivery_count_plus_one():
 
 def test_peek_does_not_lock_and_renew_extends_the_lock():
     with run_servicebus_emulator(["reconcile"]) as bus, client(bus) as sb:
-        with sb.get_queue_sender("reconcile") as sender:
+        with sb.get_queue_sender("reconcile", keep_alive=0) as sender:
             sender.send_messages([ServiceBusMessage("1", message_id="k-1"), ServiceBusMessage("2", message_id="k-2")])
-        with sb.get_queue_receiver("reconcile") as receiver:
+        with sb.get_queue_receiver("reconcile", keep_alive=0) as receiver:
             assert [m.message_id for m in receiver.peek_messages(max_message_count=10)] == ["k-1", "k-2"]
             assert bus.locked_count("reconcile") == 0
             message = receive_one(receiver)
@@ -205,13 +206,13 @@ def test_peek_does_not_lock_and_renew_extends_the_lock():
 def test_unknown_queue_is_refused():
     with run_servicebus_emulator(["reconcile"]) as bus, client(bus) as sb:
         with pytest.raises(ServiceBusError):
-            with sb.get_queue_sender("nope") as sender:
+            with sb.get_queue_sender("nope", keep_alive=0) as sender:
                 sender.send_messages(ServiceBusMessage("x"))
 
 
 def test_link_advertises_the_standard_tier_message_size():
     with run_servicebus_emulator(["reconcile"]) as bus, client(bus) as sb:
-        with sb.get_queue_sender("reconcile") as sender:
+        with sb.get_queue_sender("reconcile", keep_alive=0) as sender:
             assert sender.create_message_batch().max_size_in_bytes == 256 * 1024
             with pytest.raises(MessageSizeExceededError):
                 sender.send_messages(ServiceBusMessage(b"x" * (300 * 1024)))

@@ -2,9 +2,11 @@
 objects, settlement as the Functions host does it."""
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import azure.functions as func
+import pytest
 from azure.servicebus import ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient
 
@@ -17,7 +19,7 @@ IDLE = 0.5  # how long an empty queue ends a run; no assertion depends on it
 
 async def send(bus, *messages: ServiceBusMessage) -> None:
     async with ServiceBusClient.from_connection_string(bus.connection_string) as sb:
-        async with sb.get_queue_sender(QUEUE) as sender:
+        async with sb.get_queue_sender(QUEUE, keep_alive=0) as sender:
             await sender.send_messages(list(messages))
 
 
@@ -120,3 +122,17 @@ async def test_stop_ends_a_run_without_an_idle_timeout():
         host = QueueTriggerHost(bus.connection_string, QUEUE, function)
         invocations = await host.run()
     assert [(i.message_id, i.outcome) for i in invocations] == [("s-1", "completed")]
+
+
+@pytest.mark.slow
+async def test_lock_is_renewed_while_a_slow_function_runs():
+    # 5 s is Service Bus's shortest lock; the SDK's AutoLockRenewer checks once a second, so it
+    # cannot keep shorter locks alive.
+    async def slow(message: func.ServiceBusMessage) -> None:
+        await asyncio.sleep(6.5)
+
+    with run_servicebus_emulator([QueueConfig(QUEUE, lock_duration=5)]) as bus:
+        await send(bus, ServiceBusMessage("slow", message_id="r-1"))
+        invocations = await QueueTriggerHost(bus.connection_string, QUEUE, slow).run(idle_seconds=IDLE)
+        assert bus.message_count(QUEUE) == 0
+    assert [(i.delivery_count, i.outcome) for i in invocations] == [(1, "completed")]
