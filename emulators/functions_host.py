@@ -136,7 +136,6 @@ class QueueTriggerHost:
         loop = asyncio.get_running_loop()
         wait = min(poll_seconds, idle_seconds) if idle_seconds else poll_seconds
         renewer = AutoLockRenewer(max_lock_renewal_duration=self.max_auto_lock_renewal_seconds)
-        running: set[asyncio.Task] = set()
         try:
             async with ServiceBusClient.from_connection_string(self.connection_string) as client:
                 receiver = client.get_queue_receiver(
@@ -150,36 +149,40 @@ class QueueTriggerHost:
                 async with receiver:
                     last_activity = loop.time()
                     while not self._stopping.is_set():
-                        free = self.max_concurrent_calls - len(running)
-                        if free == 0:
-                            await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                            continue
-                        messages = await receiver.receive_messages(max_message_count=free, max_wait_time=wait)
-                        for message in messages:
-                            task = asyncio.create_task(self._invoke(receiver, message, invocations))
-                            running.add(task)
-                            task.add_done_callback(running.discard)
-                        if messages or running:
+                        # Receive a batch, run its calls concurrently, then settle one by one: with
+                        # the async SDK, settlements awaiting their outcomes concurrently (or while a
+                        # receive runs) take ~200 ms each instead of well under 1 ms.
+                        messages = await receiver.receive_messages(
+                            max_message_count=self.max_concurrent_calls, max_wait_time=wait)
+                        if messages:
+                            bindings = [to_functions_message(m) for m in messages]
+                            errors = await asyncio.gather(*(self._call(b) for b in bindings))
+                            for message, binding, error in zip(messages, bindings, errors):
+                                invocations.append(await self._settle(receiver, message, binding, error))
                             last_activity = loop.time()
                         elif idle_seconds is not None and loop.time() - last_activity >= idle_seconds:
                             break
-                    if running:
-                        await asyncio.wait(running)
         finally:
             await renewer.close()
         return invocations
 
-    async def _invoke(self, receiver: ServiceBusReceiver, message: ServiceBusReceivedMessage,
-                      invocations: list[Invocation]) -> None:
-        binding = to_functions_message(message)
-        delivery_count = binding.delivery_count or 1
-        error: BaseException | None = None
+    async def _call(self, binding: func.ServiceBusMessage) -> Exception | None:
+        """Call the function; what it raises is the error the host would log, not a host failure."""
         try:
-            await self._call(binding)
-        except Exception as exc:  # the host catches whatever the function raises
-            error = exc
-            log.warning("function failed for message %s (delivery %d): %s", message.message_id,
-                        delivery_count, type(exc).__name__)
+            if inspect.iscoroutinefunction(self.function):
+                await self.function(binding)
+            else:
+                result = await asyncio.to_thread(self.function, binding)
+                if inspect.isawaitable(result):
+                    await result
+        except Exception as exc:
+            log.warning("function failed for message %s (delivery %s): %s", binding.message_id,
+                        binding.delivery_count, type(exc).__name__)
+            return exc
+        return None
+
+    async def _settle(self, receiver: ServiceBusReceiver, message: ServiceBusReceivedMessage,
+                      binding: func.ServiceBusMessage, error: Exception | None) -> Invocation:
         try:
             if error is None:
                 await receiver.complete_message(message)
@@ -190,15 +193,7 @@ class QueueTriggerHost:
         except ServiceBusError as exc:  # e.g. the lock expired while the function ran
             log.warning("could not settle message %s: %s", message.message_id, type(exc).__name__)
             outcome = "lock_lost"
-        invocation = Invocation(message.message_id, delivery_count, outcome, error)
-        invocations.append(invocation)
+        invocation = Invocation(message.message_id, binding.delivery_count or 1, outcome, error)
         if self.on_invocation is not None:
             self.on_invocation(invocation)
-
-    async def _call(self, binding: func.ServiceBusMessage) -> None:
-        if inspect.iscoroutinefunction(self.function):
-            await self.function(binding)
-            return
-        result = await asyncio.to_thread(self.function, binding)
-        if inspect.isawaitable(result):
-            await result
+        return invocation

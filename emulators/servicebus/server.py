@@ -3,6 +3,7 @@ read-only inspection helpers tests use to check what the broker holds."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from typing import Iterable, Iterator
 
@@ -10,6 +11,8 @@ from proton.reactor import ApplicationEvent, Container, EventInjector
 
 from .entities import Entity, Namespace, QueueConfig, SeenMessage
 from .peer import ServiceBusPeer
+
+log = logging.getLogger(__name__)
 
 READY_TIMEOUT_SECONDS = 10.0
 
@@ -59,23 +62,40 @@ class ServiceBusEmulator:
         self._handler = _ReactorHandler(self.namespace, host, port)
         self._injector = EventInjector()
         self._thread: threading.Thread | None = None
+        self.failure: BaseException | None = None
 
     def start(self) -> "ServiceBusEmulator":
         container = Container(self._handler)
         container.selectable(self._injector)
-        self._thread = threading.Thread(target=container.run, name="servicebus-emulator", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(container,), name="servicebus-emulator", daemon=True)
         self._thread.start()
         if not self._handler.ready.wait(READY_TIMEOUT_SECONDS):
             raise RuntimeError("the Service Bus emulator did not start listening")
+        self._raise_if_crashed()
         return self
 
+    def _run(self, container: Container) -> None:
+        try:
+            container.run()
+        except BaseException as exc:  # surfaced by start()/stop(), so a test cannot pass on a dead broker
+            log.exception("the Service Bus emulator stopped on an error")
+            self.failure = exc
+        finally:
+            self._handler.ready.set()
+
+    def _raise_if_crashed(self) -> None:
+        if self.failure is not None:
+            raise RuntimeError("the Service Bus emulator failed; see the log") from self.failure
+
     def stop(self) -> None:
+        """Stop listening and drop every connection. Raises if the broker thread failed while running."""
         if self._thread is None:
             return
         self._injector.trigger(ApplicationEvent("stop_emulator"))
         self._thread.join(READY_TIMEOUT_SECONDS)
         self._injector.close()
         self._thread = None
+        self._raise_if_crashed()
 
     @property
     def port(self) -> int:

@@ -217,3 +217,11 @@ def test_link_advertises_the_standard_tier_message_size():
             with pytest.raises(MessageSizeExceededError):
                 sender.send_messages(ServiceBusMessage(b"x" * (300 * 1024)))
         assert bus.message_count("reconcile") == 0
+
+
+def test_a_broker_that_cannot_listen_says_why():
+    with run_servicebus_emulator(["reconcile"]) as bus:
+        with pytest.raises(RuntimeError, match="failed") as raised:
+            with run_servicebus_emulator(["reconcile"], port=bus.port):
+                pass
+    assert isinstance(raised.value.__cause__, OSError)

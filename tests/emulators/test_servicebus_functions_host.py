@@ -129,7 +129,7 @@ async def test_lock_is_renewed_while_a_slow_function_runs():
     # 5 s is Service Bus's shortest lock; the SDK's AutoLockRenewer checks once a second, so it
     # cannot keep shorter locks alive.
     async def slow(message: func.ServiceBusMessage) -> None:
-        await asyncio.sleep(6.5)
+        await asyncio.sleep(5.5)  # past the first lock's expiry
 
     with run_servicebus_emulator([QueueConfig(QUEUE, lock_duration=5)]) as bus:
         await send(bus, ServiceBusMessage("slow", message_id="r-1"))
