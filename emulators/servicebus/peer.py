@@ -20,7 +20,6 @@ CBS_NODE = "$cbs"
 MANAGEMENT_SUFFIX = "/$management"
 MAX_MESSAGE_BYTES = 256 * 1024  # the Standard tier's limit; the SDK sizes its batches from it
 LINK_CREDIT = 500
-DEAD_LETTER_CONDITION = "com.microsoft:dead-letter"
 LOCK_LOST_CONDITION = "com.microsoft:message-lock-lost"
 
 
@@ -220,7 +219,7 @@ class ServiceBusPeer(Handler):
         try:
             if state == Delivery.ACCEPTED:
                 entity.complete(token)
-            elif state == Delivery.REJECTED:
+            elif state == Delivery.REJECTED:  # dead-letter (the SDK's condition is com.microsoft:dead-letter)
                 info = remote.condition.info if remote.condition else None
                 entity.dead_letter_message(
                     token,
