@@ -99,7 +99,8 @@ def _json_ready(properties: dict) -> dict[str, Any]:
 
 
 class QueueTriggerHost:
-    """A Service Bus queue trigger (or, with `dead_letter=True`, a trigger on `<queue>/$deadletterqueue`).
+    """A Service Bus queue trigger (or, with `dead_letter=True`, a trigger on `<queue>/$deadletterqueue`;
+    with `many=True`, a batch trigger: cardinality "many", settled all together).
     Sync functions run on worker threads, as the Python worker runs them; locks are renewed while a call
     is running (the host's maxAutoLockRenewalDuration, 5 minutes by default)."""
 
@@ -110,6 +111,7 @@ class QueueTriggerHost:
         function: FunctionHandler,
         *,
         dead_letter: bool = False,
+        many: bool = False,
         max_concurrent_calls: int = 16,
         max_auto_lock_renewal_seconds: float = 300,
         on_invocation: Callable[[Invocation], None] | None = None,
@@ -120,6 +122,7 @@ class QueueTriggerHost:
         self.queue_name = queue_name
         self.function = function
         self.dead_letter = dead_letter
+        self.many = many  # cardinality "many": one call with the whole received batch
         self.max_concurrent_calls = max_concurrent_calls
         self.max_auto_lock_renewal_seconds = max_auto_lock_renewal_seconds
         self.on_invocation = on_invocation
@@ -156,7 +159,10 @@ class QueueTriggerHost:
                             max_message_count=self.max_concurrent_calls, max_wait_time=wait)
                         if messages:
                             bindings = [to_functions_message(m) for m in messages]
-                            errors = await asyncio.gather(*(self._call(b) for b in bindings))
+                            if self.many:
+                                errors = [await self._call(bindings)] * len(bindings)
+                            else:
+                                errors = await asyncio.gather(*(self._call(b) for b in bindings))
                             for message, binding, error in zip(messages, bindings, errors):
                                 invocations.append(await self._settle(receiver, message, binding, error))
                             last_activity = loop.time()
@@ -166,8 +172,9 @@ class QueueTriggerHost:
             await renewer.close()
         return invocations
 
-    async def _call(self, binding: func.ServiceBusMessage) -> Exception | None:
-        """Call the function; what it raises is the error the host would log, not a host failure."""
+    async def _call(self, binding: Any) -> Exception | None:
+        """Call the function with one binding (or, for `many`, the batch's list); what it raises is
+        the error the host would log, not a host failure."""
         try:
             if inspect.iscoroutinefunction(self.function):
                 await self.function(binding)
@@ -176,8 +183,9 @@ class QueueTriggerHost:
                 if inspect.isawaitable(result):
                     await result
         except Exception as exc:
-            log.warning("function failed for message %s (delivery %s): %s", binding.message_id,
-                        binding.delivery_count, type(exc).__name__)
+            first = binding[0] if isinstance(binding, list) else binding
+            log.warning("function failed for message %s (delivery %s): %s", first.message_id,
+                        first.delivery_count, type(exc).__name__)
             return exc
         return None
 
@@ -197,3 +205,25 @@ class QueueTriggerHost:
         if self.on_invocation is not None:
             self.on_invocation(invocation)
         return invocation
+
+
+
+_INDEXED: dict[int, list[Any]] = {}
+
+
+def _indexed(app: func.FunctionApp) -> list[Any]:
+    """`get_functions()` may run only once per app instance, so the worker's index is kept."""
+    if id(app) not in _INDEXED:
+        _INDEXED[id(app)] = app.get_functions()
+    return _INDEXED[id(app)]
+
+
+def registered_functions(app: func.FunctionApp) -> dict[str, Callable[..., Any]]:
+    """The app's functions by name, as the worker indexes them: the plain callables the host invokes."""
+    return {f.get_function_name(): f.get_user_function() for f in _indexed(app)}
+
+
+def binding_settings(app: func.FunctionApp) -> dict[str, list[dict[str, Any]]]:
+    """The binding JSON the worker hands the host, by function name."""
+    return {f.get_function_name(): [json.loads(b) if isinstance(b, str) else b for b in f.get_raw_bindings()]
+            for f in _indexed(app)}

@@ -54,11 +54,11 @@ class ChangeDetector:
         self._directory = directory
         self._queue = queue
         self._state = state
-        self._config = config
+        self.config = config
 
     async def run_cycle(self) -> CycleReport:
         started = time.monotonic()
-        current = await self._assigned_users()
+        current = await self.assigned_users()
         previous = self._state.assignment_snapshot()
         changed = sorted(u for u in current.keys() | previous.keys() if current.get(u, frozenset()) != previous.get(u, frozenset()))
         if previous and not current:
@@ -90,11 +90,11 @@ class ChangeDetector:
             log.info("nothing to do: no assignment or attribute changes")
         return report
 
-    async def _assigned_users(self) -> dict[str, frozenset[str]]:
+    async def assigned_users(self) -> dict[str, frozenset[str]]:
         """User id → app role ids, granted directly or through a group the user is a direct member of."""
         roles: dict[str, set[str]] = defaultdict(set)
         group_roles: dict[str, set[str]] = defaultdict(set)
-        for a in await self._directory.app_role_assignments(self._config.service_principal_id):
+        for a in await self._directory.app_role_assignments(self.config.service_principal_id):
             if a.principal_type == "User":
                 roles[a.principal_id].add(a.app_role_id)
             elif a.principal_type == "Group":
@@ -117,7 +117,7 @@ class ChangeDetector:
         cause_prefix = "initial:" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M") if link is None else ""
         changes = pages = 0
         while True:
-            page = await self._directory.users_delta_page(link, self._config.select)
+            page = await self._directory.users_delta_page(link, self.config.select)
             pages += 1
             ids = sorted({c.user_id for c in page.changes if c.user_id in scope and c.user_id not in sent})
             cause = link or cause_prefix

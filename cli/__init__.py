@@ -1,0 +1,1 @@
+"""Command-line entry for local work: demo, check, plan, sync. Not deployed."""

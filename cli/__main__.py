@@ -1,0 +1,107 @@
+"""python -m cli {demo,check,plan,sync}: local work on the provisioning engine."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def _load_settings_file(path: str | None) -> None:
+    """Put a local.settings.json's Values into the environment, as the Functions host does."""
+    if not path:
+        return
+    import os
+
+    values = json.loads(Path(path).read_text(encoding="utf-8")).get("Values", {})
+    os.environ.update({k: str(v) for k, v in values.items() if v not in (None, "") and k not in os.environ})
+
+
+def _results_table(results, title: str, *, as_json: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = [r for r in results if r.error is not None or (r.operation is not None and r.operation.is_write)]
+    if as_json:
+        print(json.dumps([
+            {"entraId": r.entra_id, "action": r.operation.action if r.operation else None,
+             "salesforceId": r.operation.salesforce_id if r.operation else None,
+             "changes": {k: [o, n] for k, (o, n) in (r.operation.changes.items() if r.operation else [])},
+             "error": r.error.code if r.error else None}
+            for r in rows
+        ], indent=2, default=str))
+        return
+    table = Table(title=title)
+    for col in ("Entra id", "action", "Salesforce id", "changes (old → new)", "error"):
+        table.add_column(col)
+    for r in rows:
+        op = r.operation
+        changes = "; ".join(f"{k}: {o!r} → {n!r}" for k, (o, n) in op.changes.items()) if op else ""
+        table.add_row(r.entra_id, op.action if op else "-", (op.salesforce_id or "-") if op else "-", changes,
+                      f"{r.error.code}: {r.error.message}" if r.error else "")
+    console = Console()
+    console.print(table)
+    console.print(f"{len(rows)} of {len(results)} users need a change; the rest are in sync or out of scope.")
+
+
+async def _with_container(action):
+    from shared.bootstrap import build_container
+    from shared.settings import load_settings
+
+    container = build_container(load_settings())
+    try:
+        return await action(container)
+    finally:
+        await container.aclose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cli", description=__doc__)
+    parser.add_argument("--settings", help="a local.settings.json whose Values are used (environment wins)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every operation")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="provision a seeded tenant into emulators through the real functions")
+    demo.add_argument("--users", type=int, default=1200)
+    demo.add_argument("--seed", type=int, default=7)
+    sub.add_parser("check", help="test the connection to Graph and Salesforce")
+    plan = sub.add_parser("plan", help="dry run: what would be created, updated, deactivated (read-only)")
+    plan.add_argument("--json", action="store_true")
+    sync = sub.add_parser("sync", help="one detect-and-provision pass without Service Bus")
+    sync.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    handler = logging.StreamHandler()
+    handler.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[handler])
+    logging.getLogger("proton").setLevel(logging.CRITICAL)  # the AMQP stand-in's peer resets at shutdown
+    _load_settings_file(args.settings)
+
+    from shared.core.errors import ConfigurationError
+
+    try:
+        if args.command == "demo":
+            from .demo import DemoPrinter, run_demo
+
+            first, second = asyncio.run(run_demo(args.users, args.seed, DemoPrinter()))
+            return 0 if second.salesforce_writes == 0 else 1
+        if args.command == "check":
+            from .operations import check
+
+            results = asyncio.run(_with_container(check))
+            for r in results:
+                print(f"{'OK  ' if r.ok else 'FAIL'} {r.step}: {r.detail}")
+            return 0 if all(r.ok for r in results) else 1
+        from .operations import plan as plan_users, sync as sync_users
+
+        action = plan_users if args.command == "plan" else sync_users
+        results = asyncio.run(_with_container(action))
+        _results_table(results, "Planned changes" if args.command == "plan" else "Applied changes", as_json=args.json)
+        return 1 if args.command == "sync" and any(r.error for r in results) else 0
+    except ConfigurationError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

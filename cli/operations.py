@@ -1,0 +1,75 @@
+"""check, plan and sync against whatever the settings point at: a real tenant and org, or the
+emulators."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from shared.bootstrap import Container
+from shared.core.messages import ReconcileMessage
+from shared.services.provision import UserResult
+
+BATCH = 200  # users per reconcile batch: one SOQL query and ≤1 create + ≤1 update call
+
+
+@dataclass
+class CheckResult:
+    step: str
+    ok: bool
+    detail: str
+
+
+async def check(container: Container) -> list[CheckResult]:
+    """Like the connector's Test Connection: can we read the app's roles in Entra, and query Salesforce?"""
+    results = []
+    sp = container.settings.SALESFORCE_SERVICE_PRINCIPAL_ID
+    try:
+        roles = await container.directory.app_roles(sp)
+        results.append(CheckResult("Graph: read the Salesforce app's roles", True, f"{len(roles)} app roles"))
+    except Exception as exc:  # reported, not raised: check lists every problem
+        results.append(CheckResult("Graph: read the Salesforce app's roles", False, f"{type(exc).__name__}: {exc}"))
+    try:
+        profiles = await container.org.profile_ids()
+        results.append(CheckResult("Salesforce: query profiles", True, f"{len(profiles)} profiles"))
+    except Exception as exc:
+        results.append(CheckResult("Salesforce: query profiles", False, f"{type(exc).__name__}: {exc}"))
+    return results
+
+
+async def users_in_scope_or_linked(container: Container) -> list[str]:
+    """Everyone the app would look at: assigned users now, and users in the stored snapshot."""
+    current = await container.detector.assigned_users()
+    return sorted(set(current) | set(container.state.assignment_snapshot()))
+
+
+async def plan(container: Container) -> list[UserResult]:
+    """Read-only: what a reconcile of every relevant user would do. Nothing is written anywhere."""
+    ids = await users_in_scope_or_linked(container)
+    results: list[UserResult] = []
+    for start in range(0, len(ids), BATCH):
+        results += await container.provisioner.reconcile(ids[start:start + BATCH], apply=False)
+    return results
+
+
+@dataclass
+class CollectingQueue:
+    """A ReconcileQueue that keeps messages in memory, for `sync` (one pass without Service Bus)."""
+
+    messages: list[ReconcileMessage] = field(default_factory=list)
+
+    async def send(self, messages: Sequence[ReconcileMessage], *, delay_seconds: float = 0) -> None:
+        self.messages.extend(messages)
+
+
+async def sync(container: Container) -> list[UserResult]:
+    """Detect changes, then reconcile every changed user in batches, in this process."""
+    from shared.services.detect_changes import ChangeDetector
+
+    queue = CollectingQueue()
+    detector = ChangeDetector(container.directory, queue, container.state, container.detector.config)
+    await detector.run_cycle()
+    ids = sorted({m.entra_id for m in queue.messages})
+    results: list[UserResult] = []
+    for start in range(0, len(ids), BATCH):
+        results += await container.provisioner.reconcile(ids[start:start + BATCH])
+    return results

@@ -1,0 +1,142 @@
+"""The one composition root: settings → adapters → services. Built lazily, once per worker (per
+distinct settings), never at import. Tests and the CLI build their own with `build_container`."""
+from __future__ import annotations
+
+import functools
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .adapters.graph import GraphDirectory, GraphMailer, StaticTokenCredential, build_graph_client
+from .adapters.graph_client import close_graph_client
+from .adapters.salesforce import SalesforceRestOrg
+from .adapters.salesforce_client import (
+    client_credentials_client,
+    dev_token_client,
+    jwt_bearer_client,
+    password_client,
+)
+from .adapters.service_bus import ServiceBusReconcileQueue
+from .adapters.state_sqlite import SqliteStateStore
+from .adapters.state_tables import TableStateStore
+from .core.mapping import default_salesforce_mapping
+from .core.ports import StateStore
+from .services.change_notifications import ChangeNotificationReceiver
+from .services.detect_changes import ChangeDetector, DetectConfig
+from .services.notify_failures import FailureNotifier
+from .services.provision import Provisioner, ProvisioningConfig, RetryPolicy
+from .settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Container:
+    settings: Settings
+    directory: GraphDirectory
+    mailer: GraphMailer
+    org: SalesforceRestOrg
+    state: StateStore
+    queue: ServiceBusReconcileQueue
+    provisioner: Provisioner
+    detector: ChangeDetector
+    notifier: FailureNotifier
+    graph_calls: Counter[str]
+    graph_client: Any
+
+    async def aclose(self) -> None:
+        """Close network clients (the CLI and tests; a Functions worker keeps them for its lifetime)."""
+        await self.queue.close()
+        await close_graph_client(self.graph_client)
+
+    @property
+    def notifications(self) -> ChangeNotificationReceiver:
+        secret = self.settings.GRAPH_CLIENT_STATE
+        if secret is None:
+            raise RuntimeError("GRAPH_CLIENT_STATE is not set: change notifications are not configured")
+        return ChangeNotificationReceiver(self.queue, secret.get_secret_value())
+
+
+def _secret(value: Any) -> str:
+    return value.get_secret_value() if value is not None else ""
+
+
+def _azure_credential(settings: Settings) -> Any:
+    from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
+
+    if settings.AZURE_CLIENT_ID:
+        return ManagedIdentityCredential(client_id=settings.AZURE_CLIENT_ID)
+    return DefaultAzureCredential()
+
+
+def salesforce_connector(s: Settings) -> Callable[[], Any]:
+    """A zero-argument function that logs in to Salesforce; called again to re-authenticate."""
+    if s.SALESFORCE_AUTH_MODE == "access_token":
+        return functools.partial(dev_token_client, s.SALESFORCE_INSTANCE_URL or "", _secret(s.SALESFORCE_ACCESS_TOKEN),
+                                 s.SALESFORCE_CA_BUNDLE)
+    if s.SALESFORCE_AUTH_MODE == "jwt":
+        return functools.partial(jwt_bearer_client, s.SALESFORCE_CONSUMER_KEY or "", s.SALESFORCE_USERNAME or "",
+                                 _secret(s.SALESFORCE_PRIVATE_KEY), s.SALESFORCE_DOMAIN)
+    if s.SALESFORCE_AUTH_MODE == "client_credentials":
+        return functools.partial(client_credentials_client, s.SALESFORCE_CONSUMER_KEY or "",
+                                 _secret(s.SALESFORCE_CONSUMER_SECRET), s.SALESFORCE_DOMAIN)
+    return functools.partial(password_client, s.SALESFORCE_USERNAME or "", _secret(s.SALESFORCE_PASSWORD),
+                             _secret(s.SALESFORCE_SECURITY_TOKEN), s.SALESFORCE_DOMAIN)
+
+
+def state_store(s: Settings) -> StateStore:
+    if s.STATE_SQLITE_PATH:
+        return SqliteStateStore(s.STATE_SQLITE_PATH)
+    if s.STATE_TABLE_CONNECTION_STRING is not None:
+        return TableStateStore.from_connection_string(_secret(s.STATE_TABLE_CONNECTION_STRING), table_prefix=s.STATE_TABLE_PREFIX)
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    credential = ManagedIdentityCredential(client_id=s.AZURE_CLIENT_ID) if s.AZURE_CLIENT_ID else DefaultAzureCredential()
+    return TableStateStore.from_endpoint(s.STATE_TABLE_ENDPOINT or "", credential, table_prefix=s.STATE_TABLE_PREFIX)
+
+
+def service_bus_queue(s: Settings) -> ServiceBusReconcileQueue:
+    if s.SERVICEBUS_CONNECTION_STRING is not None:
+        return ServiceBusReconcileQueue(s.SERVICEBUS_QUEUE_NAME, connection_string=_secret(s.SERVICEBUS_CONNECTION_STRING))
+    return ServiceBusReconcileQueue(
+        s.SERVICEBUS_QUEUE_NAME, fully_qualified_namespace=s.SERVICEBUS_NAMESPACE, credential=_azure_credential(s)
+    )
+
+
+def build_container(settings: Settings) -> Container:
+    graph_credential = (
+        StaticTokenCredential(_secret(settings.GRAPH_DEV_TOKEN)) if settings.GRAPH_DEV_TOKEN is not None
+        else _azure_credential(settings)
+    )
+    graph = build_graph_client(settings.GRAPH_BASE_URL, graph_credential)
+    graph_calls: Counter[str] = Counter()
+    directory = GraphDirectory(graph, calls=graph_calls)
+    mailer = GraphMailer(graph, calls=graph_calls, save_to_sent_items=False)
+    org = SalesforceRestOrg(salesforce_connector(settings))
+    state = state_store(settings)
+    queue = service_bus_queue(settings)
+    mapping = default_salesforce_mapping()
+    provisioner = Provisioner(
+        directory, org, state, queue,
+        ProvisioningConfig(
+            service_principal_id=settings.SALESFORCE_SERVICE_PRINCIPAL_ID,
+            mapping=mapping,
+            profile_priority=settings.profile_priority,
+            lease_seconds=settings.LEASE_SECONDS,
+            retry=RetryPolicy(settings.RETRY_MAX_ATTEMPTS, settings.RETRY_BASE_SECONDS, settings.RETRY_MAX_SECONDS),
+        ),
+    )
+    detector = ChangeDetector(directory, queue, state, DetectConfig(settings.SALESFORCE_SERVICE_PRINCIPAL_ID, mapping.source_attributes))
+    notifier = FailureNotifier(state, mailer, settings.NOTIFY_SENDER, settings.notify_recipients)
+    return Container(settings, directory, mailer, org, state, queue, provisioner, detector, notifier, graph_calls, graph)
+
+
+@functools.lru_cache(maxsize=4)
+def _container_for(settings: Settings) -> Container:
+    return build_container(settings)
+
+
+def current_container() -> Container:
+    """The container for the current environment's settings, built on first use in this worker."""
+    return _container_for(load_settings())
