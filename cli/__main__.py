@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+DEMO_LOG = Path(".local/demo.log")
+
 
 def _load_settings_file(path: str | None) -> None:
     """Put a local.settings.json's Values into the environment, as the Functions host does."""
@@ -71,9 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     sync = sub.add_parser("sync", help="one detect-and-provision pass without Service Bus")
     sync.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    handler = logging.StreamHandler()
-    handler.setLevel(logging.INFO if args.verbose else logging.WARNING)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[handler])
+    console = logging.StreamHandler()
+    handlers: list[logging.Handler] = [console]
+    if args.command == "demo":  # the demo fails users on purpose: its log goes to a file, the summary to the screen
+        console.setLevel(logging.INFO if args.verbose else logging.CRITICAL)
+        DEMO_LOG.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(DEMO_LOG, mode="w", encoding="utf-8"))
+    else:
+        console.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers)
     logging.getLogger("proton").setLevel(logging.CRITICAL)  # the AMQP stand-in's peer resets at shutdown
     _load_settings_file(args.settings)
 
@@ -84,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             from .demo import DemoPrinter, run_demo
 
             first, second = asyncio.run(run_demo(args.users, args.seed, DemoPrinter()))
+            print(f"Full log of the run: {DEMO_LOG}")
             return 0 if second.salesforce_writes == 0 else 1
         if args.command == "check":
             from .operations import check

@@ -10,6 +10,7 @@ import azure.functions as func
 from azure.functions.timer import TimerRequest
 
 from emulators.functions_host import QueueTriggerHost, registered_functions
+from emulators.graph.demo_tenant import apply_demo_changes
 
 from .local_stack import QUEUE, LocalStack, environment, local_stack
 from .provisioning_log import ProvisioningLog, RunSummary
@@ -81,6 +82,10 @@ async def run_demo(users: int, seed: int, printer: "DemoPrinter") -> tuple[Cycle
             printer.cycle("First sync (initial cycle)", first)
             second = await printer.with_progress("second sync", lambda cb: run_cycle(stack, cb))
             printer.cycle("Second sync (nothing changed in Entra)", second)
+            changes = apply_demo_changes(stack.tenant, stack.demo)
+            printer.console.print(f"[bold]A day of changes in Entra:[/] {changes.describe()}")
+            third = await printer.with_progress("incremental sync", lambda cb: run_cycle(stack, cb))
+            printer.cycle("Incremental sync (after the day's changes)", third)
             printer.emails(stack)
         finally:
             await current_container().aclose()

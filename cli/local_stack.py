@@ -27,7 +27,7 @@ DEMO_PROFILES = {
     "Chatter Free User": "Chatter Free",
 }
 DEMO_PROFILE_PRIORITY = "System Administrator,Sales User,Support User,Standard User,Chatter Free User"
-LICENSES_SHORT_BY = 3  # so a few creates meet LICENSE_LIMIT_EXCEEDED, as in a real org
+LICENSES_SHORT_BY = 30  # so some creates meet LICENSE_LIMIT_EXCEEDED, as in a real org
 
 
 @dataclass

@@ -167,7 +167,8 @@ def seed_demo_tenant(tenant: Tenant, users: int = 1200, seed: int = 7) -> DemoTe
 
     gone = set(soft_deleted) | set(hard_deleted)
     expected = {u: frozenset(r) for u, r in granted.items() if u not in gone}
-    taken_pool = [u for u in assigned if u not in gone and u not in disabled]
+    # Users a create would really be attempted for: a profile role, not Default Access alone.
+    taken_pool = [u for u in assigned if u not in gone and u not in disabled and granted[u] - {DEFAULT_ACCESS_ROLE_ID}]
     taken = tuple(sorted(tenant.find_user(u)["userPrincipalName"].lower()  # type: ignore[index]
                          for u in taken_pool[-max(2, n // 200):]))
     return DemoTenant(
