@@ -12,6 +12,8 @@ from cli.local_stack import LocalStack, environment, local_stack
 from emulators.functions_host import registered_functions
 from shared.adapters.state_sqlite import SqliteStateStore
 
+from .service_bus_io import QueueSession
+
 USERS = 60  # the smallest demo tenant has 40; 60 keeps every population non-trivial and the stack fast
 
 
@@ -39,6 +41,13 @@ def stack_fixture(**options: Any):
 
 
 stack = stack_fixture()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def queue(stack: LocalStack) -> AsyncIterator[QueueSession]:
+    """The real SDK on the stack's queue, for sending, receiving and settling in tests."""
+    async with QueueSession(stack) as session:
+        yield session
 
 
 @pytest.fixture
