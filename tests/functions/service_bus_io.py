@@ -67,9 +67,11 @@ class QueueSession:
             received += batch
         return received
 
-    async def receive_binding(self) -> tuple[ServiceBusReceivedMessage, func.ServiceBusMessage]:
-        """The next message, and the func.ServiceBusMessage the worker would build from it."""
+    async def receive_binding(self, message_id: str) -> tuple[ServiceBusReceivedMessage, func.ServiceBusMessage]:
+        """The next message, which must be `message_id`, and the func.ServiceBusMessage the worker would
+        build from it."""
         [message] = await self.receive(1)
+        assert message.message_id == message_id, f"expected message {message_id}, received {message.message_id}"
         return message, to_functions_message(message)
 
     async def complete(self, *messages: ServiceBusReceivedMessage) -> None:

@@ -1,0 +1,137 @@
+"""provision_user as the host calls it: a message really received with the SDK, turned into the
+func.ServiceBusMessage the worker builds, and the outcome read from the emulated org, the queue and
+the state store."""
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from azure.servicebus import ServiceBusMessage
+
+from cli.local_stack import QUEUE
+from shared.services.provision import MessageFailed
+
+from .conftest import stack_fixture
+from .new_hires import hire, upn_of
+from .service_bus_io import reconcile_message
+
+# Retries scheduled by these tests stay scheduled (minutes ahead) instead of reappearing mid-module.
+stack = stack_fixture(retry_base_seconds=600)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def licences(stack):
+    """Enough Salesforce licences for this module's hires: the demo org is deliberately short."""
+    stack.org.set_license_pool("Salesforce", 100)
+
+
+@pytest.fixture
+def provision(functions):
+    return functions["provision_user"]
+
+
+def salesforce_user(stack, username: str) -> dict | None:
+    found = [u for u in stack.org.users() if u["Username"] == username]
+    assert len(found) <= 1, f"{len(found)} Salesforce users named {username}"
+    return found[0] if found else None
+
+
+def api_calls(stack) -> tuple[int, int]:
+    """Requests served so far by the Graph and the Salesforce emulators."""
+    return sum(stack.graph.calls.values()), stack.org.calls.total
+
+
+async def deliver(queue, provision, message: ServiceBusMessage):
+    """Send, receive and run the function; complete on success, abandon and re-raise on failure."""
+    await queue.send(message)
+    received, binding = await queue.receive_binding(message.message_id)
+    try:
+        await provision(binding)
+    except Exception:
+        await queue.abandon(received)
+        raise
+    await queue.complete(received)
+    return binding
+
+
+async def test_a_message_for_an_assigned_user_creates_the_mapped_salesforce_user(stack, queue, state, provision):
+    user_id = hire(stack, "Ada", "Lovelace", role="Sales User")
+    binding = await deliver(queue, provision, reconcile_message(user_id, "hire"))
+
+    created = salesforce_user(stack, "ada.lovelace@contoso.com")  # Username: the UPN, lower-cased
+    assert created is not None
+    assert created["Alias"] == "Ada.Love"  # the UPN's first 8 characters
+    assert created["ProfileId"] == stack.org.profile_id("Sales User")
+    assert (created["FirstName"], created["LastName"], created["Email"]) == ("Ada", "Lovelace", upn_of(stack, user_id))
+    assert created["LocaleSidKey"] == "en_GB"
+    assert created["IsActive"] is True
+    link = state.get_link(user_id)
+    assert link is not None and link.salesforce_id[:15] == created["Id"][:15]
+    assert state.get_failure(binding.message_id) is None
+    assert stack.servicebus.message_count(QUEUE) == 0
+
+
+async def test_the_same_user_again_makes_no_salesforce_write(stack, queue, provision):
+    user_id = hire(stack, "Grace", "Hopper")
+    first = await deliver(queue, provision, reconcile_message(user_id, "hire"))
+    writes, users = stack.org.calls.writes, len(stack.org.users())
+
+    await provision(first)  # the same message delivered again (say its lock was lost)
+    await deliver(queue, provision, reconcile_message(user_id, "notification"))  # another message for the user
+
+    assert stack.org.calls.writes == writes
+    assert len(stack.org.users()) == users
+    assert salesforce_user(stack, "grace.hopper@contoso.com") is not None
+
+
+@pytest.mark.parametrize("body", [
+    b"this is not JSON",
+    json.dumps({"schemaVersion": 2, "entraId": str(uuid.uuid4()), "reason": "delta",
+                "observedAt": "2025-01-01T00:00:00+00:00", "attempt": 0}).encode(),
+], ids=["not-json", "wrong-schema-version"])
+async def test_a_malformed_message_is_recorded_and_fails_again_without_work(stack, queue, state, provision, body):
+    message_id = f"malformed-{uuid.uuid4()}"
+    calls = api_calls(stack)
+    with pytest.raises(MessageFailed):
+        await deliver(queue, provision, ServiceBusMessage(body, message_id=message_id))
+    failure = state.get_failure(message_id)
+    assert failure is not None and failure.code == "InvalidMessage"
+
+    received, again = await queue.receive_binding(message_id)  # the host delivers the abandoned message again
+    assert (again.message_id, again.delivery_count) == (message_id, 2)
+    with pytest.raises(MessageFailed):
+        await provision(again)
+    await queue.complete(received)
+    assert api_calls(stack) == calls  # neither delivery read Graph or wrote Salesforce
+    assert state.get_failure(message_id) == failure
+
+
+async def test_a_permanent_salesforce_failure_raises_and_is_recorded(stack, queue, state, provision):
+    user_id = hire(stack, "Alan", "Turing", mail=None)  # Salesforce requires Email
+    message = reconcile_message(user_id, "hire")
+    with pytest.raises(MessageFailed):
+        await deliver(queue, provision, message)
+    received, _ = await queue.receive_binding(message.message_id)  # abandoned: settle it here
+    await queue.complete(received)
+
+    failure = state.get_failure(message.message_id)
+    assert failure is not None
+    assert (failure.code, failure.entra_id, failure.action) == ("REQUIRED_FIELD_MISSING", user_id, "create")
+    assert salesforce_user(stack, "alan.turing@contoso.com") is None
+
+
+async def test_a_transient_salesforce_fault_schedules_a_retry_and_completes(stack, queue, state, provision):
+    user_id = hire(stack, "Katherine", "Johnson")
+    seen, scheduled = len(stack.servicebus.messages_seen(QUEUE)), stack.servicebus.scheduled_count(QUEUE)
+    stack.org.faults.fail_next("lock")  # UNABLE_TO_LOCK_ROW once
+    message = reconcile_message(user_id, "hire")
+    await deliver(queue, provision, message)  # returns normally: the message is completed
+
+    assert stack.servicebus.scheduled_count(QUEUE) == scheduled + 1
+    [retry] = stack.servicebus.messages_seen(QUEUE)[seen + 1:]  # after the test's own message
+    body = json.loads(retry.body or b"")
+    assert (body["entraId"], body["attempt"]) == (user_id, 1)
+    assert retry.message_id == message.message_id + "/retry1"
+    assert state.get_failure(message.message_id) is None
+    assert salesforce_user(stack, "katherine.johnson@contoso.com") is None
