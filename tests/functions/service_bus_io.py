@@ -83,6 +83,10 @@ class QueueSession:
         assert self._receiver is not None
         await self._receiver.abandon_message(message)
 
+    async def dead_letter(self, message: ServiceBusReceivedMessage, reason: str, description: str) -> None:
+        assert self._receiver is not None
+        await self._receiver.dead_letter_message(message, reason=reason, error_description=description)
+
     async def drain(self, count: int) -> list[dict[str, Any]]:
         """Receive and complete `count` messages; their JSON bodies."""
         if count == 0:
