@@ -15,7 +15,7 @@ from emulators.graph.demo_tenant import apply_demo_changes
 from .local_stack import QUEUE, LocalStack, environment, local_stack
 from .provisioning_log import ProvisioningLog, RunSummary
 
-IDLE_SECONDS = 1.5
+IDLE_SECONDS = 1.5  # a queue quiet this long counts as drained
 
 
 @dataclass
@@ -30,7 +30,8 @@ class CycleFigures:
     by_kind: dict[str, Any] = field(default_factory=dict)
 
 
-async def run_cycle(stack: LocalStack, on_progress: Callable[[int], None] | None = None) -> CycleFigures:
+async def run_cycle(stack: LocalStack, on_progress: Callable[[int], None] | None = None,
+                    idle_seconds: float = IDLE_SECONDS) -> CycleFigures:
     """One detect cycle, the queue drained (scheduled retries included), then the dead letters."""
     import function_app  # indexing the app is what the worker does at start
 
@@ -54,12 +55,12 @@ async def run_cycle(stack: LocalStack, on_progress: Callable[[int], None] | None
         connection = stack.env["ServiceBusConnection"]
         provision = QueueTriggerHost(connection, QUEUE, functions["provision_user"], on_invocation=progress)
         while True:
-            await provision.run(idle_seconds=IDLE_SECONDS)
+            await provision.run(idle_seconds=idle_seconds)
             if not stack.servicebus.scheduled_count(QUEUE) and not stack.servicebus.active_count(QUEUE):
                 break
         notify = QueueTriggerHost(connection, QUEUE, functions["notify_failures"], dead_letter=True, many=True,
                                   max_concurrent_calls=500)
-        await notify.run(idle_seconds=IDLE_SECONDS)
+        await notify.run(idle_seconds=idle_seconds)
     return CycleFigures(
         summary=plog.summary(),
         salesforce_calls=org.calls.total - sf_before,

@@ -63,14 +63,17 @@ class ChangeDetector:
         changed = sorted(u for u in current.keys() | previous.keys() if current.get(u, frozenset()) != previous.get(u, frozenset()))
         if previous and not current:
             log.warning("the Salesforce app has no assignments at all: every provisioned user would be deactivated")
+        link = self._state.get_cursor(DELTA_CURSOR)
+        # Ids repeat only when a crashed cycle is re-run from the same cursor in the same minute (so
+        # duplicate detection drops the re-sends); an assignment that comes back later is a new message.
+        cycle_key = _digest(link or "initial", datetime.now(timezone.utc).strftime("%Y%m%dT%H%M"))
         await self._queue.send([
-            ReconcileMessage.new(u, "assignment", _digest(sorted(previous.get(u, ())), sorted(current.get(u, ()))))
+            ReconcileMessage.new(u, "assignment", _digest(sorted(previous.get(u, ())), sorted(current.get(u, ())), cycle_key))
             for u in changed
         ])
         sent = set(changed)
         scope = current.keys() | previous.keys()
 
-        link = self._state.get_cursor(DELTA_CURSOR)
         full_sync = link is None
         try:
             delta_changes, pages = await self._follow_delta(link, scope, sent, "delta")
