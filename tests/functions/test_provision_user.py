@@ -112,13 +112,17 @@ async def test_a_permanent_salesforce_failure_raises_and_is_recorded(stack, queu
     message = reconcile_message(user_id, "hire")
     with pytest.raises(MessageFailed):
         await deliver(queue, provision, message)
-    received, _ = await queue.receive_binding(message.message_id)  # abandoned: settle it here
-    await queue.complete(received)
-
     failure = state.get_failure(message.message_id)
     assert failure is not None
     assert (failure.code, failure.entra_id, failure.action) == ("REQUIRED_FIELD_MISSING", user_id, "create")
     assert salesforce_user(stack, "alan.turing@contoso.com") is None
+
+    calls = api_calls(stack)
+    received, again = await queue.receive_binding(message.message_id)
+    with pytest.raises(MessageFailed):  # until max delivery count dead-letters it, without new work
+        await provision(again)
+    await queue.complete(received)
+    assert api_calls(stack) == calls
 
 
 async def test_a_transient_salesforce_fault_schedules_a_retry_and_completes(stack, queue, state, provision):
