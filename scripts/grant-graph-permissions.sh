@@ -7,6 +7,7 @@
 #
 #   scripts/grant-graph-permissions.sh --principal-id <object id>   (or AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID)
 #   scripts/grant-graph-permissions.sh --with-profile-import ...    also Application.ReadWrite.OwnedBy
+#   scripts/grant-graph-permissions.sh --without-mail-send ...      Exchange RBAC for Applications grants it instead
 #   scripts/grant-graph-permissions.sh --dry-run ...                say what would be granted
 set -euo pipefail
 
@@ -19,9 +20,10 @@ PERMISSIONS=(User.Read.All GroupMember.Read.All Application.Read.All Mail.Send)
 PROFILE_IMPORT_PERMISSION=Application.ReadWrite.OwnedBy
 
 usage() {
-  sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   echo
-  echo "options: --principal-id ID  --graph-url URL (default https://graph.microsoft.com)  --with-profile-import  --dry-run"
+  echo "options: --principal-id ID  --graph-url URL (default https://graph.microsoft.com)  --with-profile-import"
+  echo "         --without-mail-send  --dry-run"
 }
 
 principal_id="${AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID:-}"
@@ -32,6 +34,8 @@ while (($#)); do
     --principal-id) principal_id="${2:-}"; shift 2 ;;
     --graph-url) graph_url="${2%/}"; shift 2 ;;
     --with-profile-import) PERMISSIONS+=("$PROFILE_IMPORT_PERMISSION"); shift ;;
+    # An Entra-granted Mail.Send reaches every mailbox; Exchange's own grant is scoped (infra/README.md).
+    --without-mail-send) PERMISSIONS=("${PERMISSIONS[@]/Mail.Send}"); shift ;;
     --dry-run) dry_run=true; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "grant-graph-permissions: unknown argument: $1" >&2; usage >&2; exit 2 ;;
@@ -58,6 +62,7 @@ held="$(graph "servicePrincipals/$principal_id/appRoleAssignments" --method get 
 role_id() { awk -F '\t' -v want="$1" '$1 == want { print $2 }' <<<"$roles"; }
 
 for permission in "${PERMISSIONS[@]}"; do
+  [[ -n $permission ]] || continue
   id="$(role_id "$permission")"
   [[ -n $id ]] || { echo "grant-graph-permissions: Graph offers no application permission $permission" >&2; exit 1; }
   if grep -qixF "$id" <<<"$held"; then

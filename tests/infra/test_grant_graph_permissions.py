@@ -92,6 +92,12 @@ def test_profile_import_permission_only_with_its_flag_and_never_revoked(tenant: 
     assert f"note: the identity also holds {OWNED_BY}, which this app does not need" in without_flag.stdout
 
 
+def test_without_mail_send_leaves_it_to_exchange(tenant: Tenant) -> None:
+    result = tenant.run("--without-mail-send")
+    assert result.returncode == 0, result.stderr
+    assert tenant.granted() == set(NEEDED) - {"Mail.Send"}
+
+
 def test_dry_run_grants_nothing(tenant: Tenant) -> None:
     result = tenant.run("--dry-run")
     assert result.returncode == 0, result.stderr
