@@ -78,7 +78,9 @@ def test_function_app_runs_python_311_on_flex_consumption_as_the_user_assigned_i
     assert config["deployment"]["storage"]["authentication"] == {
         "type": "UserAssignedIdentity", "userAssignedIdentityResourceId": "identityId",
     }
-    assert site["tags"]["function"]["parameters"]["arg_2"] == {"'azd-service-name'": "api"}  # azure.yaml's service
+    assert site["tags"]["function"]["parameters"]["arg_2"] == {"'azd-service-name'": "api"}
+    azure_yaml = (INFRA.parent / "azure.yaml").read_text()
+    assert re.search(r"^services:\n  api:.*\n    project: \.\n    language: python\n    host: function$", azure_yaml, re.M)
 
 
 def _role_assignments() -> dict[str, list[tuple[str, str, str]]]:
