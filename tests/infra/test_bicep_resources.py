@@ -3,6 +3,7 @@ most of them (it has no Service Bus checks, and reads parameters as unknown), so
 on the same parse checkov uses."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -158,3 +159,10 @@ def test_the_cycle_alert_matches_what_the_audit_log_writes(caplog: pytest.LogCap
     logger = re.search(r'logger_name == "([^"]+)"', query).group(1)  # type: ignore[union-attr]
     prefix = re.search(r'message startswith "([^"]+)"', query).group(1)  # type: ignore[union-attr]
     assert record.name == logger and record.getMessage().startswith(prefix)
+
+
+def test_azd_parameters_name_every_required_parameter_and_nothing_else() -> None:
+    declared = parse(INFRA / "main.bicep")["parameters"]
+    given = set(json.loads((INFRA / "main.parameters.json").read_text())["parameters"])
+    required = {name for name, p in declared.items() if p["default"] is None}
+    assert sorted(required - given) == [] and sorted(given - set(declared)) == []

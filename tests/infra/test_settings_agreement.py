@@ -14,7 +14,7 @@ import function_app
 from emulators.functions_host import binding_settings
 from shared.settings import Settings, load_settings
 
-from .bicep import app_settings_by_mode
+from .bicep import INFRA, app_settings_by_mode, parse
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -133,3 +133,24 @@ def test_identity_based_connections_use_the_user_assigned_identity() -> None:
             assert settings[f"{connection}__clientId"].parameter == "identityClientId"
         assert settings["AZURE_CLIENT_ID"].parameter == "identityClientId"
         assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"].raw == "ClientId=${identityClientId};Authorization=AAD"
+
+
+def test_deployment_defaults_are_the_code_defaults() -> None:
+    """A setting azd fills from a main.bicep parameter's default (DETECT_SCHEDULE aside, which the code
+    does not default) gets the same value the code would use without it."""
+    main = parse(INFRA / "main.bicep")
+    passed = main["modules"]["functionApp"]["config"]["params"]
+    fields = {env: Settings.model_fields[name] for name, env in setting_names().items()}
+    checked = set()
+    for settings in app_settings_by_mode().values():
+        for name, value in settings.items():
+            source = passed.get(value.parameter) if value.parameter else None
+            if name in fields and isinstance(source, str) and source in main["parameters"]:
+                default = main["parameters"][source]["default"]
+                if default is not None and fields[name].default is not None:
+                    assert default == fields[name].default, f"{name}: main.bicep {source} = {default!r}"
+                    checked.add(name)
+    assert {"GRAPH_BASE_URL", "SALESFORCE_AUTH_MODE", "SALESFORCE_DOMAIN", "PROFILE_PRIORITY"} <= checked
+    # the queue name reaches the app through the Service Bus module's output
+    assert main["parameters"]["serviceBusQueueName"]["default"] == Settings.model_fields["SERVICEBUS_QUEUE_NAME"].default
+    assert main["parameters"]["detectSchedule"]["default"] == example_settings()["DETECT_SCHEDULE"]
