@@ -2,7 +2,9 @@
 handlers, timer → queue → provision → dead-letter → email, then an unchanged second cycle."""
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -15,6 +17,7 @@ from emulators.graph.demo_tenant import apply_demo_changes
 from .local_stack import QUEUE, LocalStack, environment, local_stack
 from .provisioning_log import ProvisioningLog, RunSummary
 
+HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
 IDLE_SECONDS = 1.5  # a queue quiet this long counts as drained
 
 
@@ -28,6 +31,11 @@ class CycleFigures:
     dead_lettered: int
     seconds: float
     by_kind: dict[str, Any] = field(default_factory=dict)
+
+
+def max_concurrent_calls() -> int:
+    """What host.json gives the Service Bus trigger, so the local run batches as Azure would."""
+    return json.loads(HOST_JSON.read_text())["extensions"]["serviceBus"]["maxConcurrentCalls"]
 
 
 async def run_cycle(stack: LocalStack, on_progress: Callable[[int], None] | None = None,
@@ -53,7 +61,8 @@ async def run_cycle(stack: LocalStack, on_progress: Callable[[int], None] | None
     with ProvisioningLog() as plog:
         await functions["detect_changes"](TimerRequest(past_due=False))
         connection = stack.env["ServiceBusConnection"]
-        provision = QueueTriggerHost(connection, QUEUE, functions["provision_user"], on_invocation=progress)
+        provision = QueueTriggerHost(connection, QUEUE, functions["provision_user"], on_invocation=progress,
+                                     max_concurrent_calls=max_concurrent_calls())
         while True:
             await provision.run(idle_seconds=idle_seconds)
             if not stack.servicebus.scheduled_count(QUEUE) and not stack.servicebus.active_count(QUEUE):

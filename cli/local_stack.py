@@ -27,7 +27,6 @@ DEMO_PROFILES = {
     "Chatter Free User": "Chatter Free",
 }
 DEMO_PROFILE_PRIORITY = "System Administrator,Sales User,Support User,Standard User,Chatter Free User"
-LICENSES_SHORT_BY = 30  # so some creates meet LICENSE_LIMIT_EXCEEDED, as in a real org
 
 
 @dataclass
@@ -45,15 +44,24 @@ class LocalStack:
         return self.salesforce.org
 
 
-def _demo_org(demo: DemoTenant) -> EmulatedOrg:
+def _demo_org(demo: DemoTenant, tenant: Tenant) -> EmulatedOrg:
+    """An org whose profiles are the app's roles, with a few full licences fewer than the users a
+    create would succeed for, so LICENSE_LIMIT_EXCEEDED shows as in a real org."""
     role_names = {role_id: name for name, role_id in demo.app_role_ids.items()}
+    taken = set(demo.taken_usernames)
+
+    def creatable(user_id: str) -> bool:
+        user = tenant.find_user(user_id) or {}
+        upn = (user.get("userPrincipalName") or "").lower()
+        return bool(user.get("mail")) and upn not in taken and len(upn) <= 80 and user_id not in demo.disabled_ids
+
     needing_full_licence = sum(
         1 for user_id, roles in demo.expected_roles.items()
-        if user_id not in demo.disabled_ids and any(DEMO_PROFILES.get(role_names.get(r, "")) == "Salesforce" for r in roles)
+        if creatable(user_id) and any(DEMO_PROFILES.get(role_names.get(r, "")) == "Salesforce" for r in roles)
     )
     org = EmulatedOrg(
         profiles=DEMO_PROFILES,
-        licenses={"Salesforce": max(1, needing_full_licence - LICENSES_SHORT_BY), "Chatter Free": 5000},
+        licenses={"Salesforce": max(1, needing_full_licence - max(2, needing_full_licence // 100)), "Chatter Free": 5000},
         daily_api_limit=1_000_000,
     )
     org.registry.reserve(*demo.taken_usernames)
@@ -69,7 +77,7 @@ def local_stack(users: int = 1200, seed: int = 7, workdir: str | None = None, re
         work = Path(workdir) if workdir else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="provisioning-")))
         work.mkdir(parents=True, exist_ok=True)
         graph = stack.enter_context(run_graph_emulator(tenant, page_size=200))
-        salesforce = stack.enter_context(run_salesforce_emulator(_demo_org(demo)))
+        salesforce = stack.enter_context(run_salesforce_emulator(_demo_org(demo, tenant)))
         servicebus = stack.enter_context(
             run_servicebus_emulator(queues=[QueueConfig(QUEUE, max_delivery_count=MAX_DELIVERY_COUNT)])
         )

@@ -22,10 +22,11 @@ from ..core.models import AppRole, EntraUserState, FailureRecord, SalesforceUser
 from ..core.planning import Operation, match_user, out_of_scope_reason, plan_user
 from ..core.ports import Directory, ReconcileQueue, SalesforceOrg, StateStore
 from .audit import OperationRecord
+from .batching import Batcher
 
 log = logging.getLogger(__name__)
 
-GRAPH_CONCURRENCY = 8  # parallel Graph reads per batch; Graph throttles per app+tenant
+GRAPH_CONCURRENCY = 16  # parallel Graph reads per batch; Graph throttles per app+tenant
 APP_ROLES_TTL_SECONDS = 300.0
 
 
@@ -48,6 +49,8 @@ class ProvisioningConfig:
     profile_priority: tuple[str, ...] = ()
     lease_seconds: float = 120.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_batch: int = 200  # Salesforce collections take at most 200 records per call
+    batch_wait_seconds: float = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +106,7 @@ class Provisioner:
         self._config = config
         self._roles: Mapping[str, AppRole] = {}
         self._roles_read_at = float("-inf")
+        self._batches: Batcher | None = None
 
     # ---- message handling (settlement policy) -------------------------------------------------
 
@@ -118,7 +122,7 @@ class Provisioner:
         except InvalidMessage as exc:
             raise MessageFailed(self._record_failure(message_id, "", "parse", exc)) from None
 
-        [result] = await self.reconcile([message.entra_id], message_id=message_id)
+        result = await self._batcher().submit(message.entra_id, message_id)
         error = result.error
         if error is None:
             return result
@@ -149,9 +153,20 @@ class Provisioner:
 
     # ---- reconciliation -----------------------------------------------------------------------
 
-    async def reconcile(self, entra_ids: Sequence[str], *, apply: bool = True, message_id: str = "") -> list[UserResult]:
+    def _batcher(self) -> Batcher:
+        if self._batches is None:  # made on first use, inside the worker's event loop
+            self._batches = Batcher(self._reconcile_batch, max_batch=self._config.max_batch,
+                                    max_wait_seconds=self._config.batch_wait_seconds)
+        return self._batches
+
+    async def _reconcile_batch(self, entra_ids: Sequence[str], message_ids: Mapping[str, str]) -> dict[str, UserResult]:
+        return {r.entra_id: r for r in await self.reconcile(entra_ids, message_ids=message_ids)}
+
+    async def reconcile(
+        self, entra_ids: Sequence[str], *, apply: bool = True, message_ids: Mapping[str, str] | None = None
+    ) -> list[UserResult]:
         """Bring each user's Salesforce account in line with Entra. With apply=False nothing is written
-        anywhere (dry-run plan)."""
+        anywhere (dry-run plan). message_ids (Entra id → queue message id) only label the audit records."""
         work = {i.lower(): _Work(i.lower()) for i in entra_ids}
         owner = uuid.uuid4().hex
         claimed: list[str] = []
@@ -177,7 +192,7 @@ class Provisioner:
         results = [UserResult(w.entra_id, w.operation, w.error) for w in work.values()]
         for r in results:
             if apply:
-                self._audit(r, message_id, elapsed_ms)
+                self._audit(r, (message_ids or {}).get(r.entra_id, ""), elapsed_ms)
         return results
 
     async def _app_roles(self) -> Mapping[str, AppRole]:
@@ -250,7 +265,8 @@ class Provisioner:
     async def _apply(self, work: list[_Work]) -> None:
         creates = [w for w in work if w.operation and w.operation.action == "create"]
         updates = [w for w in work if w.operation and w.operation.is_write and w.operation.action != "create"]
-        for batch, call in ((creates, self._org.create_users), (updates, self._org.update_users)):
+        # Updates first: deactivations free licences that the creates of the same batch may need.
+        for batch, call in ((updates, self._org.update_users), (creates, self._org.create_users)):
             if not batch:
                 continue
             try:
