@@ -8,7 +8,6 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import azure.functions as func
 from azure.functions.timer import TimerRequest
 
 from emulators.functions_host import QueueTriggerHost, registered_functions

@@ -18,8 +18,8 @@ class ProvisioningLog(logging.Handler):
         self.records: list[dict[str, Any]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        data = getattr(record, "audit", None)
-        if isinstance(data, dict):
+        data = audit.audit_fields(record)
+        if data is not None:
             self.records.append(data)
 
     def __enter__(self) -> "ProvisioningLog":

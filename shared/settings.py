@@ -3,27 +3,16 @@ local.settings.json / the CLI locally). Invalid settings fail at start with one 
 problem. Secrets are SecretStr: their values never appear in reprs or logs."""
 from __future__ import annotations
 
-import ipaddress
 import logging
 from typing import Literal
-from urllib.parse import urlparse
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .core.errors import ConfigurationError
+from .core.loopback import is_loopback_url
 
 log = logging.getLogger(__name__)
-
-
-def is_loopback_url(url: str) -> bool:
-    host = urlparse(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Settings(BaseSettings):
@@ -121,5 +110,5 @@ def load_settings(**overrides: object) -> Settings:
             for err in exc.errors(include_input=False, include_url=False)
         ]
         raise ConfigurationError("invalid settings: " + " | ".join(problems)) from None
-    log.info("settings loaded: %s", ", ".join(sorted(k for k, v in settings.model_dump().items() if v not in (None, ""))))
+    log.debug("settings loaded: %s", ", ".join(sorted(k for k, v in settings.model_dump().items() if v not in (None, ""))))
     return settings

@@ -5,7 +5,6 @@ In Azure the credential is azure.identity.aio's ManagedIdentityCredential or Def
 `StaticTokenCredential` exists for the local emulator and is refused for any non-loopback host."""
 from __future__ import annotations
 
-import ipaddress
 import random
 import time
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from msgraph_core.middleware import GraphTelemetryHandler
 from msgraph_core.middleware.options import GraphTelemetryHandlerOption
 
 from shared.core.errors import ConfigurationError
+from shared.core.loopback import is_loopback_host
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,17 +48,6 @@ class _GraphRetryHandler(RetryHandler):
         if retry_after:
             return retry_after
         return min(self.backoff_max, self._backoff * 2**retry_count + random.uniform(0, self._backoff))
-
-
-def is_loopback_host(host: str | None) -> bool:
-    if not host:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class StaticTokenCredential(AsyncTokenCredential):

@@ -13,11 +13,11 @@ import requests
 from simple_salesforce import Salesforce
 
 from shared.core.errors import ConfigurationError
+from shared.core.loopback import is_loopback_host
 
 log = logging.getLogger(__name__)
 
 API_VERSION = "59.0"
-_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def _session(ca_bundle: str | None) -> requests.Session:
@@ -34,7 +34,7 @@ def dev_token_client(instance_url: str, access_token: str, ca_bundle: str | None
     """A static dev token against a local emulator. Refused for anything but a loopback instance_url,
     so a dev token can never be pointed at a real org."""
     host = urlparse(instance_url).hostname
-    if host not in _LOOPBACK_HOSTS:
+    if not is_loopback_host(host):
         raise ConfigurationError(
             f"a static dev token is only accepted for a loopback instance_url (127.0.0.1/localhost), not host {host!r}"
         )

@@ -1,6 +1,7 @@
 """The provisioning log: one structured record per operation and per cycle, like Entra's provisioning
-logs. Emitted on this module's logger with the record's fields in `extra["audit"]`, so
-Application Insights gets them as custom dimensions and local tools can collect them. Ids and field
+logs. Emitted on this module's logger with each field as its own `extra` attribute (plus
+`audit_kind`), so Application Insights gets them as separate custom dimensions
+(`customDimensions.entra_id`, ...) and local tools can collect them with `audit_fields`. Ids and field
 names only: never names, emails or secrets."""
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ class OperationRecord:
             level,
             "%s %s entra=%s sf=%s%s%s",
             self.action, self.status, self.entra_id, self.salesforce_id or "-", fields, error,
-            extra={"audit": {"kind": "operation", **asdict(self)}},
+            extra={"audit_kind": "operation", **asdict(self), "modified_properties": ",".join(self.modified_properties)},
         )
 
 
@@ -47,5 +48,19 @@ class CycleRecord:
         audit_log.info(
             "detect cycle: %d users changed, %d messages sent%s",
             self.users_changed, self.messages_sent, " (full sync)" if self.full_sync else "",
-            extra={"audit": {"kind": "cycle", **asdict(self)}},
+            extra={"audit_kind": "cycle", **{k: v for k, v in asdict(self).items() if k != "counts"}, **self.counts},
         )
+
+
+_FIELDS = {
+    "operation": tuple(OperationRecord.__dataclass_fields__),
+    "cycle": tuple(f for f in CycleRecord.__dataclass_fields__ if f != "counts"),
+}
+
+
+def audit_fields(record: logging.LogRecord) -> dict[str, Any] | None:
+    """The structured fields of an audit log record (None for any other record)."""
+    kind = getattr(record, "audit_kind", None)
+    if kind not in _FIELDS:
+        return None
+    return {"kind": kind, **{name: getattr(record, name, None) for name in _FIELDS[kind]}}

@@ -11,7 +11,7 @@ import logging
 import random
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
@@ -58,6 +58,7 @@ class UserResult:
     entra_id: str
     operation: Operation | None = None
     error: ProvisioningError | None = None
+    duration_ms: float = 0.0  # this user's share of its batch's time
 
     @property
     def status(self) -> str:
@@ -132,10 +133,12 @@ class Provisioner:
             await self._queue.send([message.retry()], delay_seconds=delay)
             log.warning("entra=%s %s failed transiently (%s); retry %d in %.0f s",
                         message.entra_id, action, error.code, message.attempt + 1, delay)
+            self._audit(result, message_id, status="retrying")
             return result
         if error.transient:
             error = PermanentError("RetriesExhausted", f"gave up after {message.attempt + 1} attempts; last error "
                                    f"{error.code}: {error.message}", system=error.system)
+            self._audit(replace(result, error=error), message_id)
         raise MessageFailed(self._record_failure(message_id, message.entra_id, action, error))
 
     def _record_failure(self, message_id: str, entra_id: str, action: str, error: ProvisioningError) -> FailureRecord:
@@ -160,10 +163,13 @@ class Provisioner:
         return self._batches
 
     async def _reconcile_batch(self, entra_ids: Sequence[str], message_ids: Mapping[str, str]) -> dict[str, UserResult]:
-        return {r.entra_id: r for r in await self.reconcile(entra_ids, message_ids=message_ids)}
+        # handle_message audits transient failures once it knows whether they are retried or final
+        results = await self.reconcile(entra_ids, message_ids=message_ids, audit_transient=False)
+        return {r.entra_id: r for r in results}
 
     async def reconcile(
-        self, entra_ids: Sequence[str], *, apply: bool = True, message_ids: Mapping[str, str] | None = None
+        self, entra_ids: Sequence[str], *, apply: bool = True, message_ids: Mapping[str, str] | None = None,
+        audit_transient: bool = True,
     ) -> list[UserResult]:
         """Bring each user's Salesforce account in line with Entra. With apply=False nothing is written
         anywhere (dry-run plan). message_ids (Entra id → queue message id) only label the audit records."""
@@ -188,11 +194,12 @@ class Provisioner:
         finally:
             for entra_id in claimed:
                 self._state.release(entra_id, owner)
-        elapsed_ms = (time.monotonic() - started) * 1000 / max(1, len(work))
-        results = [UserResult(w.entra_id, w.operation, w.error) for w in work.values()]
+        elapsed_ms = round((time.monotonic() - started) * 1000 / max(1, len(work)), 1)
+        results = [UserResult(w.entra_id, w.operation, w.error, elapsed_ms) for w in work.values()]
         for r in results:
-            if apply:
-                self._audit(r, (message_ids or {}).get(r.entra_id, ""), elapsed_ms)
+            if apply and (audit_transient or not (r.error and r.error.transient)):
+                self._audit(r, (message_ids or {}).get(r.entra_id, ""),
+                            status="retrying" if r.error and r.error.transient else None)
         return results
 
     async def _app_roles(self) -> Mapping[str, AppRole]:
@@ -307,16 +314,16 @@ class Provisioner:
         if op.is_write or not unchanged:
             self._state.put_link(link)
 
-    def _audit(self, result: UserResult, message_id: str, duration_ms: float) -> None:
+    def _audit(self, result: UserResult, message_id: str, *, status: str | None = None) -> None:
         op = result.operation
         OperationRecord(
             action=op.action if op else "reconcile",
-            status=result.status if not (result.error and result.error.transient) else "retrying",
+            status=status or result.status,
             entra_id=result.entra_id,
             salesforce_id=op.salesforce_id if op else None,
             modified_properties=tuple(sorted(op.changes)) if op else (),
             error_code=result.error.code if result.error else None,
             reason=op.reason if op else "",
             message_id=message_id,
-            duration_ms=round(duration_ms, 1),
+            duration_ms=result.duration_ms,
         ).emit()

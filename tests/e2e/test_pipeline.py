@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from typing import AsyncIterator
 
-import pytest
 import pytest_asyncio
 
 from functools import partial
@@ -170,3 +169,22 @@ async def test_expired_delta_token_triggers_a_full_resync_without_rewriting_anyo
     assert cycle.summary.outcome["updated"] == cycle.summary.outcome["deactivated"] == 0
     assert cycle.summary.outcome["reactivated"] == 0
     assert cycle.salesforce_writes <= len(stack.demo.expected_roles) - len(linked_before)
+
+
+async def test_transient_failures_retry_with_backoff_then_dead_letter_with_the_last_error(stack: LocalStack):
+    user_id, upn = active_profile_user(stack)
+    stack.tenant.update_user(user_id, surname="Retried")
+    mails_before = len(stack.graph.outbox)
+    stack.org.faults.fail_rate("lock", 1.0)  # every Salesforce call: UNABLE_TO_LOCK_ROW
+    try:
+        cycle = await run_cycle(stack)
+    finally:
+        stack.org.faults.clear()
+    assert cycle.summary.transient_retries == int(stack.env.get("RETRY_MAX_ATTEMPTS", 6))
+    assert cycle.summary.failures == {"RetriesExhausted": 1}
+    [mail] = stack.graph.outbox[mails_before:]
+    assert user_id in mail.body and "UNABLE_TO_LOCK_ROW" in mail.body and "every retry" in mail.body
+    assert sf_user_for(stack, upn)[0]["LastName"] != "Retried"  # nothing half-applied
+    await run_cycle(stack)  # nothing new is detected: the change waits for the next message or resync
+    results = await container().provisioner.reconcile([user_id])
+    assert results[0].operation.action == "update" and sf_user_for(stack, upn)[0]["LastName"] == "Retried"
