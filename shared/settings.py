@@ -22,7 +22,8 @@ class Settings(BaseSettings):
     GRAPH_BASE_URL: str = "https://graph.microsoft.com/v1.0"
     AZURE_CLIENT_ID: str | None = None  # user-assigned managed identity; None: DefaultAzureCredential
     GRAPH_DEV_TOKEN: SecretStr | None = None  # emulator only; refused for non-loopback endpoints
-    SALESFORCE_SERVICE_PRINCIPAL_ID: str  # object id of the Salesforce enterprise app's service principal
+    # Required ones are checked in _check, so one error lists every problem at once.
+    SALESFORCE_SERVICE_PRINCIPAL_ID: str = ""  # object id of the Salesforce enterprise app's service principal
 
     # Salesforce
     SALESFORCE_AUTH_MODE: Literal["jwt", "client_credentials", "password", "access_token"] = "jwt"
@@ -54,8 +55,8 @@ class Settings(BaseSettings):
     STATE_TABLE_PREFIX: str = "provisioning"
 
     # Failure emails (Graph sendMail from a mailbox the app may send as).
-    NOTIFY_SENDER: str  # a mailbox the app may send as (restrict Mail.Send to it)
-    NOTIFY_RECIPIENTS: str  # comma-separated
+    NOTIFY_SENDER: str = ""  # a mailbox the app may send as (restrict Mail.Send to it)
+    NOTIFY_RECIPIENTS: str = ""  # comma-separated
 
     # Change notifications
     GRAPH_CLIENT_STATE: SecretStr | None = None
@@ -69,7 +70,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":
-        problems: list[str] = []
+        problems: list[str] = [
+            f"{name} is required" for name in ("SALESFORCE_SERVICE_PRINCIPAL_ID", "NOTIFY_SENDER") if not getattr(self, name)
+        ]
         if self.GRAPH_DEV_TOKEN is not None and not is_loopback_url(self.GRAPH_BASE_URL):
             problems.append("GRAPH_DEV_TOKEN is for the local emulator only; GRAPH_BASE_URL is not a loopback address")
         need = {
