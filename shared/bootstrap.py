@@ -25,6 +25,7 @@ from .core.ports import StateStore
 from .services.change_notifications import ChangeNotificationReceiver
 from .services.detect_changes import ChangeDetector, DetectConfig
 from .services.notify_failures import FailureNotifier
+from .services.on_demand import OnDemandProvisioner
 from .services.provision import Provisioner, ProvisioningConfig, RetryPolicy
 from .settings import Settings, load_settings
 
@@ -56,6 +57,11 @@ class Container:
         if secret is None:
             raise RuntimeError("GRAPH_CLIENT_STATE is not set: change notifications are not configured")
         return ChangeNotificationReceiver(self.queue, secret.get_secret_value())
+
+    @property
+    def on_demand(self) -> OnDemandProvisioner:
+        return OnDemandProvisioner(self.directory, self.org, self.provisioner,
+                                   self.settings.SALESFORCE_SERVICE_PRINCIPAL_ID)
 
 
 def _secret(value: Any) -> str:

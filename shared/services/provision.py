@@ -67,6 +67,19 @@ class UserResult:
         return "success" if self.operation is not None and self.operation.is_write else "skipped"
 
 
+@dataclass(frozen=True, slots=True)
+class UserTrace:
+    """One user's reconcile with the facts behind it (what Entra said, the mapped fields, the scope
+    decision, the link and the Salesforce user matched), for provision-on-demand."""
+
+    result: UserResult
+    state: EntraUserState | None
+    desired: Mapping[str, Any] | None
+    scope_reason: str | None
+    link: UserLink | None
+    current: SalesforceUser | None
+
+
 class MessageFailed(Exception):
     """The message must end in the dead-letter queue. The failure is recorded in state first, so the
     dead-letter handler knows the original reason; redeliveries fail at once without new work."""
@@ -173,6 +186,14 @@ class Provisioner:
     ) -> list[UserResult]:
         """Bring each user's Salesforce account in line with Entra. With apply=False nothing is written
         anywhere (dry-run plan). message_ids (Entra id → queue message id) only label the audit records."""
+        traces = await self.trace(entra_ids, apply=apply, message_ids=message_ids, audit_transient=audit_transient)
+        return [t.result for t in traces]
+
+    async def trace(
+        self, entra_ids: Sequence[str], *, apply: bool = True, message_ids: Mapping[str, str] | None = None,
+        audit_transient: bool = True,
+    ) -> list[UserTrace]:
+        """`reconcile`, returning the facts each decision was made from as well."""
         work = {i.lower(): _Work(i.lower()) for i in entra_ids}
         owner = uuid.uuid4().hex
         claimed: list[str] = []
@@ -195,12 +216,13 @@ class Provisioner:
             for entra_id in claimed:
                 self._state.release(entra_id, owner)
         elapsed_ms = round((time.monotonic() - started) * 1000 / max(1, len(work)), 1)
-        results = [UserResult(w.entra_id, w.operation, w.error, elapsed_ms) for w in work.values()]
-        for r in results:
+        traces = [UserTrace(UserResult(w.entra_id, w.operation, w.error, elapsed_ms), w.state, w.desired,
+                            w.scope_reason, w.link, w.current) for w in work.values()]
+        for r in (t.result for t in traces):
             if apply and (audit_transient or not (r.error and r.error.transient)):
                 self._audit(r, (message_ids or {}).get(r.entra_id, ""),
                             status="retrying" if r.error and r.error.transient else None)
-        return results
+        return traces
 
     async def _app_roles(self) -> Mapping[str, AppRole]:
         if time.monotonic() - self._roles_read_at > APP_ROLES_TTL_SECONDS:

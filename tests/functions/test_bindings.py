@@ -31,8 +31,9 @@ def trigger(bindings: dict[str, list[dict[str, Any]]], name: str) -> dict[str, A
     return binding
 
 
-def test_the_app_registers_the_four_functions(bindings):
-    assert set(bindings) == {"detect_changes", "provision_user", "notify_failures", "graph_notifications"}
+def test_the_app_registers_its_functions(bindings):
+    assert set(bindings) == {"detect_changes", "provision_user", "notify_failures", "graph_notifications",
+                             "provision_on_demand"}
 
 
 def test_every_setting_a_binding_names_is_in_the_settings_template(bindings, template_values):
