@@ -34,6 +34,7 @@ from aiohttp import web
 from . import delta
 from .faults import FaultPlan, FaultRule
 from .mail import SentMail, parse_send_mail
+from .subscriptions import EmulatedSubscriptions, SubscriptionError
 from .tenant import Tenant
 
 API_VERSION = "/v1.0"
@@ -90,6 +91,8 @@ class GraphEmulator:
         self.requests: deque[RecordedRequest] = deque(maxlen=REQUEST_LOG_SIZE)  # newest last
         self.outbox: list[SentMail] = []
         self.base_url = ""
+        self.subscriptions = EmulatedSubscriptions(self.tenant, tenant_id=str(uuid.UUID(int=seed + 1)))
+        subs = self.subscriptions
         routes: list[tuple[str, str, str, Handler]] = [
             ("users.delta", "GET", r"/users/(?:delta|delta\(\)|microsoft\.graph\.delta\(\))", self._users_delta),
             ("users.appRoleAssignments", "GET", r"/users/(?P<id>[^/]+)/appRoleAssignments", self._user_assignments),
@@ -99,6 +102,13 @@ class GraphEmulator:
             ("servicePrincipals.get", "GET", _SP, self._service_principal),
             ("groups.members", "GET", r"/groups/(?P<id>[^/]+)/members(?:/(?:microsoft\.)?graph\.(?P<cast>user|group))?",
              self._group_members),
+            ("subscriptions.create", "POST", r"/subscriptions", lambda request, _: subs.create(request)),
+            ("subscriptions.list", "GET", r"/subscriptions", lambda *_: subs.list()),
+            ("subscriptions.reauthorize", "POST", r"/subscriptions/(?P<id>[^/]+)/(?:microsoft\.graph\.)?reauthorize",
+             lambda _, match: subs.reauthorize(match["id"])),
+            ("subscriptions.update", "PATCH", r"/subscriptions/(?P<id>[^/]+)", lambda request, match: subs.update(request, match["id"])),
+            ("subscriptions.delete", "DELETE", r"/subscriptions/(?P<id>[^/]+)", lambda _, match: subs.delete(match["id"])),
+            ("subscriptions.get", "GET", r"/subscriptions/(?P<id>[^/]+)", lambda _, match: subs.get(match["id"])),
         ]
         self._routes = [(name, method, re.compile(f"^{pattern}$"), handler) for name, method, pattern, handler in routes]
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -108,6 +118,7 @@ class GraphEmulator:
     def make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self.subscriptions.attach(app)
         return app
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -183,7 +194,7 @@ class GraphEmulator:
                 return self._fault_response(request, rule)
             assert match is not None
             return await handler(request, match)
-        except GraphHTTPError as exc:
+        except (GraphHTTPError, SubscriptionError) as exc:
             return error_response(request, exc.status, exc.code, exc.message, exc.headers)
 
     def _authenticate(self, request: web.Request) -> None:
