@@ -22,6 +22,7 @@ from .adapters.state_sqlite import SqliteStateStore
 from .adapters.state_tables import TableStateStore
 from .core.mapping import default_salesforce_mapping
 from .core.ports import StateStore
+from .services import metrics
 from .services.change_notifications import ChangeNotificationReceiver
 from .services.detect_changes import ChangeDetector, DetectConfig
 from .services.notify_failures import FailureNotifier
@@ -135,6 +136,7 @@ def build_container(settings: Settings) -> Container:
     )
     detector = ChangeDetector(directory, queue, state, DetectConfig(settings.SALESFORCE_SERVICE_PRINCIPAL_ID, mapping.source_attributes))
     notifier = FailureNotifier(state, mailer, settings.NOTIFY_SENDER, settings.notify_recipients)
+    metrics.observe_api_calls(graph_calls, org.calls)
     return Container(settings, directory, mailer, org, state, queue, provisioner, detector, notifier, graph_calls, graph)
 
 

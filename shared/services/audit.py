@@ -9,6 +9,8 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from . import metrics
+
 audit_log = logging.getLogger(__name__)
 
 
@@ -34,6 +36,7 @@ class OperationRecord:
             self.action, self.status, self.entra_id, self.salesforce_id or "-", fields, error,
             extra={"audit_kind": "operation", **asdict(self), "modified_properties": ",".join(self.modified_properties)},
         )
+        metrics.record_operation(self.action, self.status, self.error_code, self.duration_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,7 @@ class CycleRecord:
             self.users_changed, self.messages_sent, " (full sync)" if self.full_sync else "",
             extra={"audit_kind": "cycle", **{k: v for k, v in asdict(self).items() if k != "counts"}, **self.counts},
         )
+        metrics.record_cycle(self.users_changed, self.messages_sent, self.full_sync, self.duration_ms)
 
 
 _FIELDS = {

@@ -21,6 +21,7 @@ from ..core.messages import ReconcileMessage
 from ..core.models import AppRole, EntraUserState, FailureRecord, SalesforceUser, UserLink
 from ..core.planning import Operation, match_user, out_of_scope_reason, plan_user
 from ..core.ports import Directory, ReconcileQueue, SalesforceOrg, StateStore
+from . import metrics
 from .audit import OperationRecord
 from .batching import Batcher
 
@@ -135,6 +136,7 @@ class Provisioner:
             message = ReconcileMessage.from_json(body, message_id)
         except InvalidMessage as exc:
             raise MessageFailed(self._record_failure(message_id, "", "parse", exc)) from None
+        metrics.record_queue_lag(message.observed_at, message.reason)
 
         result = await self._batcher().submit(message.entra_id, message_id)
         error = result.error
@@ -308,7 +310,9 @@ class Provisioner:
                 if result.error is not None:
                     w.error = result.error
                 else:
-                    self._link(w, result.salesforce_id or w.operation.salesforce_id)  # type: ignore[union-attr]
+                    if w.operation.salesforce_id is None:  # type: ignore[union-attr]
+                        w.operation = replace(w.operation, salesforce_id=result.salesforce_id)  # created: log its id
+                    self._link(w, w.operation.salesforce_id)  # type: ignore[union-attr]
         for w in work:
             if w.operation and w.operation.action == "noop" and w.desired is not None:
                 self._link(w, w.operation.salesforce_id)  # adopt a matched user, or settle a pending email
