@@ -39,6 +39,8 @@ param salesforceUsername string = ''
 param graphBaseUrl string = 'https://graph.microsoft.com/v1.0'
 @description('NCRONTAB schedule of the detect timer.')
 param detectSchedule string = '0 */5 * * * *'
+@description('NCRONTAB schedule of the timer that creates and renews the Graph change-notification subscriptions.')
+param subscriptionSchedule string = '0 0 */6 * * *'
 @description('Comma-separated Salesforce profile names, highest first, for users holding several roles.')
 param profilePriority string = ''
 param serviceBusQueueName string = 'provision-users'
@@ -152,6 +154,7 @@ module functionApp 'app/function-app.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     detectSchedule: detectSchedule
+    subscriptionSchedule: subscriptionSchedule
     graphBaseUrl: graphBaseUrl
     salesforceServicePrincipalId: salesforceServicePrincipalId
     salesforceAuthMode: salesforceAuthMode

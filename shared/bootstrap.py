@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from .adapters.graph import GraphDirectory, GraphMailer, StaticTokenCredential, build_graph_client
 from .adapters.graph_client import close_graph_client
+from .adapters.graph_subscriptions import GraphSubscriptions
 from .adapters.salesforce import SalesforceRestOrg
 from .adapters.salesforce_client import (
     client_credentials_client,
@@ -28,6 +29,7 @@ from .services.detect_changes import ChangeDetector, DetectConfig
 from .services.notify_failures import FailureNotifier
 from .services.on_demand import OnDemandProvisioner
 from .services.provision import Provisioner, ProvisioningConfig, RetryPolicy
+from .services.subscriptions import SubscriptionConfig, SubscriptionManager
 from .settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,16 @@ class Container:
     def on_demand(self) -> OnDemandProvisioner:
         return OnDemandProvisioner(self.directory, self.org, self.provisioner,
                                    self.settings.SALESFORCE_SERVICE_PRINCIPAL_ID)
+
+    @property
+    def subscriptions(self) -> SubscriptionManager | None:
+        """None when NOTIFICATION_URL is not set: no subscriptions, the detect timer alone."""
+        s = self.settings
+        if not _secret(s.NOTIFICATION_URL):
+            return None
+        config = SubscriptionConfig(_secret(s.NOTIFICATION_URL), _secret(s.LIFECYCLE_NOTIFICATION_URL),
+                                    _secret(s.GRAPH_CLIENT_STATE))
+        return SubscriptionManager(GraphSubscriptions(self.graph_client, calls=self.graph_calls), self.state, config)
 
 
 def _secret(value: Any) -> str:

@@ -60,6 +60,10 @@ class Settings(BaseSettings):
 
     # Change notifications
     GRAPH_CLIENT_STATE: SecretStr | None = None
+    # The webhook URLs Graph calls (graph_notifications, graph_lifecycle), each with its function key,
+    # so secrets. Unset: no subscriptions, the detect timer alone finds changes.
+    NOTIFICATION_URL: SecretStr | None = None
+    LIFECYCLE_NOTIFICATION_URL: SecretStr | None = None
 
     # Behaviour
     PROFILE_PRIORITY: str = ""  # comma-separated profile names, highest first, for users with several roles
@@ -88,6 +92,11 @@ class Settings(BaseSettings):
             problems.append("set ServiceBusConnection__fullyQualifiedNamespace (Azure) or ServiceBusConnection (local)")
         if not (self.STATE_TABLE_ENDPOINT or self.STATE_TABLE_CONNECTION_STRING or self.STATE_SQLITE_PATH):
             problems.append("set STATE_TABLE_ENDPOINT (Azure), STATE_TABLE_CONNECTION_STRING or STATE_SQLITE_PATH (local)")
+        if _secret_set(self.NOTIFICATION_URL):
+            problems += [f"{n} is required with NOTIFICATION_URL" for n in ("LIFECYCLE_NOTIFICATION_URL", "GRAPH_CLIENT_STATE")
+                         if not _secret_set(getattr(self, n))]
+        if self.GRAPH_CLIENT_STATE is not None and len(self.GRAPH_CLIENT_STATE.get_secret_value()) > 128:
+            problems.append("GRAPH_CLIENT_STATE must be at most 128 characters (Graph's limit for clientState)")
         if not self.notify_recipients:
             problems.append("NOTIFY_RECIPIENTS must name at least one address: dead letters wait until a mail is accepted")
         if problems:
@@ -101,6 +110,10 @@ class Settings(BaseSettings):
     @property
     def notify_recipients(self) -> tuple[str, ...]:
         return tuple(p.strip() for p in self.NOTIFY_RECIPIENTS.split(",") if p.strip())
+
+
+def _secret_set(value: SecretStr | None) -> bool:
+    return value is not None and bool(value.get_secret_value())
 
 
 def load_settings(**overrides: object) -> Settings:

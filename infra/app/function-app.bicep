@@ -23,6 +23,7 @@ param maximumInstanceCount int
 param instanceMemoryMB int
 
 param detectSchedule string
+param subscriptionSchedule string
 param graphBaseUrl string
 param salesforceServicePrincipalId string
 @allowed(['jwt', 'client_credentials', 'password'])
@@ -124,6 +125,7 @@ var hostSettings = {
 
 var appSettings = {
   DETECT_SCHEDULE: detectSchedule
+  SUBSCRIPTION_SCHEDULE: subscriptionSchedule
   GRAPH_BASE_URL: graphBaseUrl
   AZURE_CLIENT_ID: identityClientId
   SALESFORCE_SERVICE_PRINCIPAL_ID: salesforceServicePrincipalId
@@ -137,6 +139,9 @@ var appSettings = {
   NOTIFY_SENDER: notifySender
   NOTIFY_RECIPIENTS: notifyRecipients
   GRAPH_CLIENT_STATE: '@Microsoft.KeyVault(SecretUri=${secretUri}/graph-client-state/)'
+  // The webhook URLs with their function keys, set once the app exists (infra/README.md).
+  NOTIFICATION_URL: '@Microsoft.KeyVault(SecretUri=${secretUri}/graph-notification-url/)'
+  LIFECYCLE_NOTIFICATION_URL: '@Microsoft.KeyVault(SecretUri=${secretUri}/graph-lifecycle-notification-url/)'
   PROFILE_PRIORITY: profilePriority
   RETRY_MAX_ATTEMPTS: '6'
   RETRY_BASE_SECONDS: '30'

@@ -33,7 +33,7 @@ def trigger(bindings: dict[str, list[dict[str, Any]]], name: str) -> dict[str, A
 
 def test_the_app_registers_its_functions(bindings):
     assert set(bindings) == {"detect_changes", "provision_user", "notify_failures", "graph_notifications",
-                             "provision_on_demand"}
+                             "provision_on_demand", "manage_subscriptions", "graph_lifecycle"}
 
 
 def test_every_setting_a_binding_names_is_in_the_settings_template(bindings, template_values):
