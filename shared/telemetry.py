@@ -4,13 +4,27 @@ import os
 
 log = logging.getLogger(__name__)
 
+# HTTP client instrumentations whose dependency spans would record full request URLs, and those URLs
+# carry personal data: Salesforce SOQL queries name Usernames, Graph sendMail names the sender
+# mailbox. Graph and Salesforce calls are counted by shared.services.metrics instead.
+URL_RECORDING_INSTRUMENTATIONS = ("httpx", "httpx2", "requests", "urllib", "urllib3")
+
+# Loggers that log every request URL at INFO (httpx: "HTTP Request: POST .../users/<upn>/sendMail");
+# the Functions host forwards INFO from every logger.
+URL_LOGGING_LOGGERS = ("httpx",)
+
 
 def configure_telemetry() -> bool:
     """Export logs, traces and metrics when APPLICATIONINSIGHTS_CONNECTION_STRING is set. Safe to call
-    at import: it reads one environment variable and does nothing without it."""
+    at import: it reads one environment variable and does nothing else without it."""
+    for name in URL_LOGGING_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     if not os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
         return False
     from azure.monitor.opentelemetry import configure_azure_monitor  # imported only when used: ~0.5 s
 
-    configure_azure_monitor(logger_name="shared")  # this app's loggers; the host sends its own
+    configure_azure_monitor(
+        logger_name="shared",  # this app's loggers; the host sends its own
+        instrumentation_options={name: {"enabled": False} for name in URL_RECORDING_INSTRUMENTATIONS},
+    )
     return True
