@@ -1,0 +1,117 @@
+"""How long a change in Entra takes to reach Salesforce through change notifications (a command, not a test).
+
+Starts the local stack, provisions the tenant with one detect cycle, lets the manage_subscriptions timer
+create the `users` subscription, then changes N provisioned users one at a time and measures, for each,
+the time from the tenant change to the Salesforce emulator holding the new value, through: the Graph
+emulator's notification → the graph_notifications function (via the loopback HTTP trigger host) →
+the Service Bus stand-in → the queue-trigger host → provision_user. The detect timer does not run.
+
+    .venv/bin/python -m benchmarks.notification_latency [--users 200] [--changes 30] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import statistics
+import time
+from typing import Any
+
+from azure.functions.timer import TimerRequest
+
+from cli.demo import max_concurrent_calls, run_cycle
+from cli.local_stack import QUEUE, LocalStack, environment, local_stack
+from emulators.functions_host import QueueTriggerHost, registered_functions
+from emulators.functions_http import HttpTriggerHost
+
+TIMEOUT_SECONDS = 30.0
+POLL_SECONDS = 0.002
+
+
+async def measure(users: int, changes: int) -> dict[str, Any]:
+    import function_app
+    from shared.bootstrap import current_container
+
+    functions = registered_functions(function_app.app)
+    with local_stack(users=users) as stack:
+        async with HttpTriggerHost(function_app.app) as http:
+            urls = {"NOTIFICATION_URL": http.url_for("graph_notifications"),
+                    "LIFECYCLE_NOTIFICATION_URL": http.url_for("graph_lifecycle")}
+            with environment({**stack.env, **urls}):
+                try:
+                    await run_cycle(stack)
+                    await functions["manage_subscriptions"](TimerRequest(past_due=False))
+                    return await _change_users(stack, functions, changes)
+                finally:
+                    await current_container().aclose()
+
+
+async def _change_users(stack: LocalStack, functions: dict[str, Any], changes: int) -> dict[str, Any]:
+    from shared.bootstrap import current_container
+
+    state = current_container().state
+    targets = [(u, state.get_link(u).salesforce_id) for u in sorted(stack.demo.expected_roles)
+               if state.get_link(u) is not None and stack.tenant.find_user(u)][:changes]
+    if len(targets) < changes:
+        raise SystemExit(f"only {len(targets)} provisioned users to change; use more --users")
+    delta_calls = stack.graph.calls["users.delta"]
+    host = QueueTriggerHost(stack.env["ServiceBusConnection"], QUEUE, functions["provision_user"],
+                            max_concurrent_calls=max_concurrent_calls())
+    running = asyncio.create_task(host.run())
+    samples: list[float] = []
+    missed = 0
+    try:
+        for i, (user_id, salesforce_id) in enumerate(targets):
+            value = f"Latency-{i}"
+            started = time.perf_counter()
+            stack.tenant.update_user(user_id, surname=value)
+            while stack.org.get_user(salesforce_id)["LastName"] != value:
+                if time.perf_counter() - started > TIMEOUT_SECONDS:
+                    missed += 1
+                    break
+                await asyncio.sleep(POLL_SECONDS)
+            else:
+                samples.append(time.perf_counter() - started)
+    finally:
+        host.stop()
+        await running
+    if stack.graph.calls["users.delta"] != delta_calls:
+        raise SystemExit("the detect timer ran during the measurement: the figures would not be notification latency")
+    return _summary(samples, missed, len(stack.tenant.user_ids))
+
+
+def _summary(samples: list[float], missed: int, tenant_users: int) -> dict[str, Any]:
+    ms = sorted(s * 1000 for s in samples)
+    percentile = (lambda q: statistics.quantiles(ms, n=100, method="inclusive")[q - 1]) if len(ms) > 1 else (lambda q: ms[0])
+    return {
+        "tenant_users": tenant_users,
+        "changes": len(samples) + missed,
+        "missed": missed,
+        "p50_ms": round(percentile(50), 1) if ms else None,
+        "p95_ms": round(percentile(95), 1) if ms else None,
+        "max_ms": round(ms[-1], 1) if ms else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=200, help="size of the seeded tenant (default 200)")
+    parser.add_argument("--changes", type=int, default=30, help="users to change one at a time (default 30)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args(argv)
+    if args.changes < 1 or args.users < 40:
+        parser.error("--changes must be at least 1 and --users at least 40")
+    logging.basicConfig(level=logging.ERROR)  # the first sync's expected failures would drown the figures
+    figures = asyncio.run(measure(args.users, args.changes))
+    if args.json:
+        print(json.dumps(figures))
+        return
+    print(f"{figures['changes']} changes in a {figures['tenant_users']}-user tenant, tenant change → Salesforce "
+          f"(notification → webhook → Service Bus → provision):")
+    print(f"  p50 {figures['p50_ms']} ms   p95 {figures['p95_ms']} ms   max {figures['max_ms']} ms   "
+          f"missed (>{TIMEOUT_SECONDS:.0f} s) {figures['missed']}")
+
+
+if __name__ == "__main__":
+    main()
