@@ -6,10 +6,10 @@ transport error leaves as a core error (graph_error), as in the Directory adapte
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Iterator
 
-from contextlib import contextmanager
 from kiota_abstractions.api_error import APIError
 from msgraph import GraphServiceClient
 from msgraph.generated.models.subscription import Subscription
