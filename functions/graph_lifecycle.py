@@ -4,7 +4,9 @@ import logging
 import azure.functions as func
 
 from shared.bootstrap import current_container
-from shared.services.subscriptions import MalformedLifecycleNotification
+
+from .graph_handshake import validation_echo
+from shared.services.change_notifications import MalformedNotification
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -22,16 +24,10 @@ async def graph_lifecycle(req: func.HttpRequest) -> func.HttpResponse:
         return func.HttpResponse(status_code=202)
     try:
         outcomes = await manager.handle_lifecycle(req.get_body())
-    except MalformedLifecycleNotification as exc:
+    except MalformedNotification as exc:
         log.warning("rejected a lifecycle-notification request: %s", exc)
         return func.HttpResponse(str(exc), status_code=400, mimetype="text/plain")
     for outcome in outcomes:
         log.info("lifecycle notification for subscription %s: %s", outcome.subscription_id, outcome.action)
     return func.HttpResponse(status_code=202)
 
-
-def validation_echo(token: str) -> func.HttpResponse:
-    """The decoded token as text/plain (markup in it stays inert), or 400 for an empty or huge one."""
-    if not 0 < len(token) <= 1024:
-        return func.HttpResponse("invalid validationToken", status_code=400, mimetype="text/plain")
-    return func.HttpResponse(token, status_code=200, mimetype="text/plain")

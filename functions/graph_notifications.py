@@ -6,10 +6,10 @@ import azure.functions as func
 from shared.bootstrap import current_container
 from shared.services.change_notifications import MalformedNotification
 
+from .graph_handshake import validation_echo
+
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
-
-MAX_VALIDATION_TOKEN = 1024
 
 
 @bp.function_name("graph_notifications")
@@ -17,11 +17,7 @@ MAX_VALIDATION_TOKEN = 1024
 async def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
     token = req.params.get("validationToken")
     if token is not None:
-        # Graph's subscription handshake: echo the decoded token as plain text within 10 s. text/plain
-        # keeps any markup in it inert.
-        if not token or len(token) > MAX_VALIDATION_TOKEN:
-            return func.HttpResponse("invalid validationToken", status_code=400, mimetype="text/plain")
-        return func.HttpResponse(token, status_code=200, mimetype="text/plain")
+        return validation_echo(token)
     try:
         result = await current_container().notifications.accept(req.get_body())
     except MalformedNotification as exc:

@@ -15,7 +15,7 @@ from msgraph import GraphServiceClient
 from msgraph.generated.models.subscription import Subscription
 
 from shared.core.errors import graph_error
-from shared.services.subscriptions import GraphSubscription, SubscriptionRequest
+from shared.core.models import GraphSubscription, SubscriptionRequest
 
 from .graph import _graph_errors
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, Mapping
 
 # The "no specific role" app role id Entra uses for Default Access assignments.
@@ -104,3 +105,21 @@ class FailureRecord:
     code: str
     description: str
     occurred_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class GraphSubscription:
+    """A Graph change-notification subscription as this app tracks it."""
+
+    id: str
+    resource: str
+    expires: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRequest:
+    resource: str
+    change_type: str
+    notification_url: str
+    lifecycle_notification_url: str
+    client_state: str

@@ -4,11 +4,22 @@ are async (the SDKs behind them do network I/O); the state store is sync (small,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 from .errors import ProvisioningError
 from .messages import ReconcileMessage
-from .models import AppRole, AppRoleAssignment, DeltaPage, EntraUserState, FailureRecord, SalesforceUser, UserLink
+from .models import (
+    AppRole,
+    AppRoleAssignment,
+    DeltaPage,
+    EntraUserState,
+    FailureRecord,
+    GraphSubscription,
+    SalesforceUser,
+    SubscriptionRequest,
+    UserLink,
+)
 
 
 class Directory(Protocol):
@@ -118,3 +129,19 @@ class StateStore(Protocol):
     def delete_failure(self, message_id: str) -> None:
         """Forget a failure once it was reported, so a replayed message is processed afresh."""
         ...
+
+
+class SubscriptionApi(Protocol):
+    """Graph /subscriptions (change notifications)."""
+
+    async def create(self, request: SubscriptionRequest, expires: datetime) -> GraphSubscription: ...
+
+    async def renew(self, subscription_id: str, expires: datetime) -> GraphSubscription | None:
+        """None when Graph no longer has the subscription (404)."""
+        ...
+
+    async def reauthorize(self, subscription_id: str) -> bool:
+        """False when Graph no longer has the subscription (404)."""
+        ...
+
+    async def delete(self, subscription_id: str) -> None: ...

@@ -33,6 +33,20 @@ class NotificationResult:
     enqueued: int
 
 
+def notification_items(body: bytes) -> list[Any]:
+    """The `value` array of a Graph notification collection (change or lifecycle notifications)."""
+    if len(body) > MAX_BODY_BYTES:
+        raise MalformedNotification(f"body of {len(body)} bytes exceeds {MAX_BODY_BYTES}")
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedNotification("body is not JSON") from None
+    items = payload.get("value") if isinstance(payload, dict) else None
+    if not isinstance(items, list):
+        raise MalformedNotification("body has no 'value' array")
+    return items
+
+
 def _user_id(item: dict[str, Any]) -> str | None:
     data = item.get("resourceData")
     if isinstance(data, dict) and is_object_id(data.get("id")):
@@ -53,15 +67,7 @@ class ChangeNotificationReceiver:
         self._client_state = client_state.encode()
 
     async def accept(self, body: bytes) -> NotificationResult:
-        if len(body) > MAX_BODY_BYTES:
-            raise MalformedNotification(f"body of {len(body)} bytes exceeds {MAX_BODY_BYTES}")
-        try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise MalformedNotification("body is not JSON") from None
-        items = payload.get("value") if isinstance(payload, dict) else None
-        if not isinstance(items, list):
-            raise MalformedNotification("body has no 'value' array")
+        items = notification_items(body)
         bucket = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M")
         user_ids: dict[str, str] = {}
         rejected = 0

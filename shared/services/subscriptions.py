@@ -20,12 +20,14 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal, Protocol, Sequence
+from typing import Any, Literal, Sequence
 from urllib.parse import urlsplit
 
 from ..core.errors import ConfigurationError
 from ..core.loopback import is_loopback_url
-from ..core.ports import StateStore
+from ..core.models import GraphSubscription, SubscriptionRequest
+from ..core.ports import StateStore, SubscriptionApi
+from .change_notifications import MalformedNotification, notification_items
 
 log = logging.getLogger(__name__)
 
@@ -33,41 +35,8 @@ log = logging.getLogger(__name__)
 DEFAULT_LIFETIME = timedelta(minutes=41_760 - 60)
 CURSOR_PREFIX = "subscription:"
 MAX_CLIENT_STATE = 128
-MAX_BODY_BYTES = 1_000_000
 
 Action = Literal["created", "renewed", "recreated", "reauthorized", "unchanged", "ignored"]
-
-
-@dataclass(frozen=True, slots=True)
-class GraphSubscription:
-    id: str
-    resource: str
-    expires: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class SubscriptionRequest:
-    resource: str
-    change_type: str
-    notification_url: str
-    lifecycle_notification_url: str
-    client_state: str
-
-
-class SubscriptionApi(Protocol):
-    """Graph /subscriptions (adapter: shared.adapters.graph_subscriptions.GraphSubscriptions)."""
-
-    async def create(self, request: SubscriptionRequest, expires: datetime) -> GraphSubscription: ...
-
-    async def renew(self, subscription_id: str, expires: datetime) -> GraphSubscription | None:
-        """None when Graph no longer has the subscription (404)."""
-        ...
-
-    async def reauthorize(self, subscription_id: str) -> bool:
-        """False when Graph no longer has the subscription (404)."""
-        ...
-
-    async def delete(self, subscription_id: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +47,7 @@ class SubscriptionOutcome:
     expires: datetime | None
 
 
-class MalformedLifecycleNotification(ValueError):
+class MalformedLifecycleNotification(MalformedNotification):
     """The body is not a Graph lifecycle-notification collection."""
 
 
@@ -229,13 +198,7 @@ def _text(value: Any) -> str:
 
 
 def _lifecycle_items(body: bytes) -> list[dict[str, Any]]:
-    if len(body) > MAX_BODY_BYTES:
-        raise MalformedLifecycleNotification(f"body of {len(body)} bytes exceeds {MAX_BODY_BYTES}")
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise MalformedLifecycleNotification("body is not JSON") from None
-    items = payload.get("value") if isinstance(payload, dict) else None
-    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+    items = notification_items(body)
+    if not all(isinstance(item, dict) for item in items):
         raise MalformedLifecycleNotification("body has no 'value' array of objects")
     return items

@@ -230,7 +230,7 @@ def test_a_fault_rate_is_seeded_and_partial(graph, http, tenant):
 
 
 def test_unknown_routes_and_methods_are_graph_errors(graph, http):
-    assert http.get(f"{graph.base_url}/subscriptions").status_code == 400
+    assert http.get(f"{graph.base_url}/devices").status_code == 400
     assert http.delete(f"{graph.base_url}/users/delta").status_code == 405
     assert graph.calls["unmatched"] == 1
 
