@@ -9,7 +9,8 @@ provisioning app, served from an in-memory `Tenant`.
 
 Routing is a table of (name, method, regex) over the path after /v1.0 with `//` collapsed; add a row
 and a handler to extend it. Every request is counted by route name in `calls`, needs
-`Authorization: Bearer <token>`, then meets the fault plan and the handler."""
+`Authorization: Bearer <token>`, then meets the fault plan and the handler. A `$batch` is counted as
+"batch" and each of its items under its own route (see batch.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -32,6 +33,7 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from . import delta
+from .batch import BatchFormatError, BatchSender
 from .faults import FaultPlan, FaultRule
 from .mail import SentMail, parse_send_mail
 from .subscriptions import EmulatedSubscriptions, SubscriptionError
@@ -93,7 +95,9 @@ class GraphEmulator:
         self.base_url = ""
         self.subscriptions = EmulatedSubscriptions(self.tenant, tenant_id=str(uuid.UUID(int=seed + 1)))
         subs = self.subscriptions
+        self._batch = BatchSender(API_VERSION)
         routes: list[tuple[str, str, str, Handler]] = [
+            ("batch", "POST", r"/\$batch", self._batch_request),
             ("users.delta", "GET", r"/users/(?:delta|delta\(\)|microsoft\.graph\.delta\(\))", self._users_delta),
             ("users.appRoleAssignments", "GET", r"/users/(?P<id>[^/]+)/appRoleAssignments", self._user_assignments),
             ("users.sendMail", "POST", r"/users/(?P<id>[^/]+)/(?:microsoft\.graph\.)?sendMail", self._send_mail),
@@ -119,6 +123,7 @@ class GraphEmulator:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self.subscriptions.attach(app)
+        self._batch.attach(app)
         return app
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -212,6 +217,12 @@ class GraphEmulator:
             page = f"<html><head><title>{title}</title></head><body><h1>{title}</h1></body></html>"
             return web.Response(status=rule.status, text=page, content_type="text/html", headers=headers)
         return error_response(request, rule.status, rule.error_code, rule.error_message, headers)
+
+    async def _batch_request(self, request: web.Request, _: re.Match[str]) -> web.Response:
+        try:
+            return await self._batch.respond(request)
+        except BatchFormatError as exc:
+            raise GraphHTTPError(400, "BadRequest", str(exc)) from None
 
     # ----- users/delta --------------------------------------------------------------------------
     async def _users_delta(self, request: web.Request, _: re.Match[str]) -> web.Response:
