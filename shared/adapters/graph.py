@@ -5,9 +5,11 @@ retry and redirect middleware apply), but responses are read as raw JSON: parsin
 model objects costs ~16 ms per user against ~0.07 ms as plain JSON. Delta pages are followed by hand
 (PageIterator stops at an empty page that still has a nextLink). Ids come back as lower-case strings;
 SDK and httpx errors leave this module only as core errors (graph_error, DeltaTokenExpired).
-`calls` counts the HTTP requests made per operation (retries inside the middleware not included)."""
+`calls` counts the HTTP requests made per operation (retries inside the middleware not included); a
+$batch counts once, as "batch", whatever it holds."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import Counter
@@ -19,6 +21,7 @@ import httpx
 from azure.core.exceptions import ClientAuthenticationError
 from kiota_abstractions.api_error import APIError
 from kiota_abstractions.base_request_configuration import RequestConfiguration
+from kiota_abstractions.method import Method
 from kiota_abstractions.request_information import RequestInformation
 from msgraph import GraphServiceClient
 from msgraph.generated.groups.item.members.members_request_builder import MembersRequestBuilder
@@ -44,6 +47,7 @@ from msgraph.generated.users.item.user_item_request_builder import UserItemReque
 from shared.core.errors import ConfigurationError, DeltaTokenExpired, ProvisioningError, graph_error
 from shared.core.models import AppRole, AppRoleAssignment, DeltaPage, EntraUser, EntraUserState, UserChange
 
+from .graph_batch import MAX_BATCH_REQUESTS, BatchItemResult, get_batch, relative_url
 from .graph_client import GraphRetryPolicy, StaticTokenCredential, build_graph_client, close_graph_client
 
 __all__ = ["GraphDirectory", "GraphMailer", "GraphRetryPolicy", "StaticTokenCredential", "build_graph_client",
@@ -55,18 +59,27 @@ _ERROR_MAP: dict[str, Any] = {"XXX": ODataError}
 _EXPIRED_TOKEN_CODES = frozenset({"syncStateNotFound", "resyncRequired", "Directory_ExpiredPageToken"})
 _USER_TYPE = "#microsoft.graph.user"
 MAX_PAGE_SIZE = 999
+USERS_PER_BATCH = MAX_BATCH_REQUESTS // 2  # two reads per user
 
 
 class GraphDirectory:
-    """Directory over Graph. `page_size` is the $top of list calls (Graph allows 1..999)."""
+    """Directory over Graph. `page_size` is the $top of list calls (Graph allows 1..999). For
+    user_states, `batch_concurrency` bounds the $batch calls in flight and `batch_retry` governs the
+    re-sending of throttled batch items (the SDK's retry middleware does not see items)."""
 
     def __init__(self, client: GraphServiceClient, *, page_size: int = MAX_PAGE_SIZE,
-                 calls: Counter[str] | None = None) -> None:
+                 calls: Counter[str] | None = None, batch_concurrency: int = 4,
+                 batch_retry: GraphRetryPolicy = GraphRetryPolicy()) -> None:
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ConfigurationError(f"Graph page size must be 1..{MAX_PAGE_SIZE}, got {page_size}")
+        if batch_concurrency < 1:
+            raise ConfigurationError(f"Graph batch concurrency must be at least 1, got {batch_concurrency}")
         self._client = client
         self._page_size = page_size
-        base = urlsplit(client.request_adapter.base_url)
+        self._batch_concurrency = batch_concurrency
+        self._batch_retry = batch_retry
+        self._base_url = client.request_adapter.base_url.rstrip("/")
+        base = urlsplit(self._base_url)
         self._origin = f"{base.scheme}://{base.netloc}".lower()
         self.calls: Counter[str] = calls if calls is not None else Counter()
 
@@ -122,31 +135,102 @@ class GraphDirectory:
 
     async def user_state(self, user_id: str, select: Sequence[str], service_principal_id: str) -> EntraUserState:
         user_key = user_id.lower()
-        user_builder = self._client.users.by_user_id(user_key)
-        query = UserItemRequestBuilder.UserItemRequestBuilderGetQueryParameters(select=_with_id(select))
-        data = await self._get(user_builder.to_get_request_information(RequestConfiguration(query_parameters=query)),
-                               "user", missing_ok=True)
+        data = await self._get(self._user_request(user_key, select), "user", missing_ok=True)
         if data is None:
             return EntraUserState(user_key, None)
-        attributes = {name: value for name, value in data.items() if not name.startswith("@odata.")}
-        attributes["id"] = _object_id(data)
-
-        builder = user_builder.app_role_assignments
-        query_ra = AppRoleAssignmentsRequestBuilder.AppRoleAssignmentsRequestBuilderGetQueryParameters(
-            filter=f"resourceId eq {service_principal_id.lower()}", top=self._page_size)
-        items = await self._all(builder, builder.to_get_request_information(RequestConfiguration(query_parameters=query_ra)),
+        items = await self._all(self._assignments_builder(user_key),
+                                self._assignments_request(user_key, service_principal_id),
                                 "user_app_role_assignments", missing_ok=True)
         if items is None:  # deleted between the two reads
             return EntraUserState(user_key, None)
-        # The filter is the server's job; checking again costs nothing and guards against a lax one.
-        resource = service_principal_id.lower()
-        roles = frozenset(_assignment(item).app_role_id for item in items
-                          if str(item.get("resourceId", "")).lower() == resource)
-        return EntraUserState(user_key, EntraUser(attributes["id"], attributes), roles)
+        return _user_state(user_key, data, items, service_principal_id)
+
+    async def user_states(self, user_ids: Sequence[str], select: Sequence[str],
+                          service_principal_id: str) -> dict[str, EntraUserState | ProvisioningError]:
+        """user_state for many users: both reads of up to 10 users per $batch, `batch_concurrency`
+        batches at a time. Keyed by lower-cased user id; a user whose reads failed maps to the error
+        user_state would have raised, so one bad user or batch never hides the others' states."""
+        keys = list(dict.fromkeys(user_id.lower() for user_id in user_ids))
+        slots = asyncio.Semaphore(self._batch_concurrency)
+
+        async def one_batch(chunk: list[str]) -> dict[str, EntraUserState | ProvisioningError]:
+            async with slots:
+                return await self._user_states_batch(chunk, select, service_principal_id)
+
+        states: dict[str, EntraUserState | ProvisioningError] = {}
+        for part in await asyncio.gather(*(one_batch(keys[start:start + USERS_PER_BATCH])
+                                           for start in range(0, len(keys), USERS_PER_BATCH))):
+            states.update(part)
+        return states
+
+    async def _user_states_batch(self, user_keys: list[str], select: Sequence[str],
+                                 service_principal_id: str) -> dict[str, EntraUserState | ProvisioningError]:
+        urls: dict[str, str] = {}
+        for index, key in enumerate(user_keys):
+            urls[f"{index}.user"] = relative_url(self._user_request(key, select), self._base_url)
+            urls[f"{index}.roles"] = relative_url(self._assignments_request(key, service_principal_id), self._base_url)
+        try:
+            answers = await get_batch(self._post_batch, urls, self._batch_retry)
+        except ProvisioningError as exc:
+            return {key: exc for key in user_keys}
+        states: dict[str, EntraUserState | ProvisioningError] = {}
+        for index, key in enumerate(user_keys):
+            try:
+                states[key] = await self._batched_user_state(key, answers[f"{index}.user"], answers[f"{index}.roles"],
+                                                             service_principal_id)
+            except ProvisioningError as exc:
+                states[key] = exc
+        return states
+
+    async def _batched_user_state(self, user_key: str, user: BatchItemResult, roles: BatchItemResult,
+                                  service_principal_id: str) -> EntraUserState:
+        """What user_state concludes from the same two answers (404 first, as it reads the user first)."""
+        if user.status == 404:
+            return EntraUserState(user_key, None)
+        if not user.ok:
+            raise user.error()
+        if roles.status == 404:  # deleted between the two reads
+            return EntraUserState(user_key, None)
+        if not roles.ok:
+            raise roles.error()
+        page = _json_body(roles.body)
+        items = _value(page)
+        next_link = page.get("@odata.nextLink")
+        if next_link:
+            builder = self._assignments_builder(user_key)
+            rest = await self._all(builder, builder.with_url(next_link).to_get_request_information(),
+                                   "user_app_role_assignments", missing_ok=True)
+            if rest is None:
+                return EntraUserState(user_key, None)
+            items = items + rest
+        return _user_state(user_key, _json_body(user.body), items, service_principal_id)
+
+    def _user_request(self, user_key: str, select: Sequence[str]) -> RequestInformation:
+        query = UserItemRequestBuilder.UserItemRequestBuilderGetQueryParameters(select=_with_id(select))
+        return self._client.users.by_user_id(user_key).to_get_request_information(
+            RequestConfiguration(query_parameters=query))
+
+    def _assignments_builder(self, user_key: str) -> AppRoleAssignmentsRequestBuilder:
+        return self._client.users.by_user_id(user_key).app_role_assignments
+
+    def _assignments_request(self, user_key: str, service_principal_id: str) -> RequestInformation:
+        query = AppRoleAssignmentsRequestBuilder.AppRoleAssignmentsRequestBuilderGetQueryParameters(
+            filter=f"resourceId eq {service_principal_id.lower()}", top=self._page_size)
+        return self._assignments_builder(user_key).to_get_request_information(RequestConfiguration(query_parameters=query))
+
+    async def _post_batch(self, envelope: dict[str, Any]) -> dict[str, Any]:
+        info = RequestInformation(Method.POST)
+        info.url = self._base_url + "/$batch"
+        info.headers.try_add("Accept", "application/json")
+        info.set_stream_content(json.dumps(envelope).encode(), "application/json")
+        data = await self._get(info, "batch")
+        assert data is not None
+        return data
 
     # ----- transport ------------------------------------------------------------------------------
     async def _get(self, info: RequestInformation, operation: str, *, delta: bool = False,
                    missing_ok: bool = False) -> dict[str, Any] | None:
+        """Send `info` (a GET, or the $batch POST) and read the JSON object it answers."""
         self.calls[operation] += 1
         try:
             raw = await self._client.request_adapter.send_primitive_async(info, "bytes", _ERROR_MAP)
@@ -247,6 +331,12 @@ def _json_object(raw: bytes | None) -> dict[str, Any]:
     return data
 
 
+def _json_body(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise graph_error(None, "MalformedResponse", "a $batch item answered 2xx with a body that is not a JSON object")
+    return body
+
+
 def _value(data: dict[str, Any]) -> list[dict[str, Any]]:
     value = data.get("value")
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
@@ -259,6 +349,17 @@ def _object_id(item: dict[str, Any]) -> str:
     if not value:
         raise graph_error(None, "MalformedResponse", "a Graph object without an id")
     return str(value).lower()
+
+
+def _user_state(user_key: str, data: dict[str, Any], assignments: list[dict[str, Any]],
+                service_principal_id: str) -> EntraUserState:
+    attributes = {name: value for name, value in data.items() if not name.startswith("@odata.")}
+    attributes["id"] = _object_id(data)
+    # The filter is the server's job; checking again costs nothing and guards against a lax one.
+    resource = service_principal_id.lower()
+    roles = frozenset(_assignment(item).app_role_id for item in assignments
+                      if str(item.get("resourceId", "")).lower() == resource)
+    return EntraUserState(user_key, EntraUser(attributes["id"], attributes), roles)
 
 
 def _with_id(select: Sequence[str]) -> list[str]:

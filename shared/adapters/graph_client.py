@@ -37,17 +37,25 @@ class GraphRetryPolicy:
     max_retries: int = 3
     backoff_seconds: float = 2.0
 
+    def backoff(self, retry_count: int) -> float:
+        """The wait before retry number `retry_count` (from 0) when the server named none."""
+        return self.backoff_seconds * 2**retry_count + random.uniform(0, self.backoff_seconds)
+
+
+# kiota's limit: a Retry-After this long (seconds) or longer is not waited for; the error surfaces.
+MAX_RETRY_AFTER_SECONDS = RetryHandlerOption.MAX_DELAY
+
 
 class _GraphRetryHandler(RetryHandler):
     def __init__(self, policy: GraphRetryPolicy) -> None:
         super().__init__(RetryHandlerOption(delay=0, max_retries=policy.max_retries))
-        self._backoff = policy.backoff_seconds
+        self._policy = policy
 
     def get_delay_time(self, retry_count: int, response: httpx.Response | None = None, delay: float = 0.0) -> float:
         retry_after = self._get_retry_after(response)
         if retry_after:
             return retry_after
-        return min(self.backoff_max, self._backoff * 2**retry_count + random.uniform(0, self._backoff))
+        return min(self.backoff_max, self._policy.backoff(retry_count))
 
 
 class StaticTokenCredential(AsyncTokenCredential):
