@@ -164,3 +164,10 @@ async def test_paged_role_assignments_are_followed_outside_the_batch(graph, demo
     assert {user_id: state.app_role_ids for user_id, state in states.items()} == {
         user_id: tenant.expected_roles[user_id] for user_id in two_roles}
     assert paged.calls["batch"] == 1 and paged.calls["user_app_role_assignments"] >= len(two_roles)
+
+
+async def test_no_users_make_no_calls(graph, demo, directory):
+    _, tenant = demo
+
+    assert await directory.user_states([], SELECT, tenant.service_principal_id) == {}
+    assert graph.calls["batch"] == 0
