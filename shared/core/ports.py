@@ -46,6 +46,13 @@ class Directory(Protocol):
         through a group it is a direct member of. user is None when Graph says 404."""
         ...
 
+    async def user_states(
+        self, user_ids: Sequence[str], select: Sequence[str], service_principal_id: str
+    ) -> dict[str, EntraUserState | ProvisioningError]:
+        """user_state for many users at once (Graph JSON batching), keyed by lower-case id; a failure
+        is that user's alone."""
+        ...
+
 
 class Mailer(Protocol):
     async def send_mail(self, sender: str, to: Sequence[str], subject: str, body: str) -> None:
