@@ -2,16 +2,20 @@
 represented, and the input checks both apply, so the two stores agree by construction."""
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, fields
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping
 
 from shared.core.models import FailureRecord, UserLink
+from shared.core.safety import HOLD_STATUSES, HeldDeactivation
 
 Clock = Callable[[], datetime]
 
 LINK_FIELDS = tuple(f.name for f in fields(UserLink))
 FAILURE_FIELDS = tuple(f.name for f in fields(FailureRecord))
+HELD_FIELDS = tuple(f.name for f in fields(HeldDeactivation))
+WINDOW_BUCKET_SECONDS = 60  # deactivations are counted per minute: the window is exact to a minute
 MAX_DESCRIPTION_CHARS = 8000
 TRUNCATED = " [truncated]"
 
@@ -113,3 +117,35 @@ def failure_values(failure: FailureRecord) -> dict[str, Any]:
 
 def failure_from(values: Mapping[str, Any]) -> FailureRecord:
     return FailureRecord(**{name: values[name] for name in FAILURE_FIELDS})
+
+
+def held_values(held: HeldDeactivation) -> dict[str, Any]:
+    values = asdict(held)
+    values["entra_id"] = object_key(held.entra_id)
+    required_text("Salesforce user id", held.salesforce_id)
+    required_text("held time", held.held_at)
+    if held.status not in HOLD_STATUSES:
+        raise ValueError(f"hold status must be one of {sorted(HOLD_STATUSES)}, got {held.status!r}")
+    return values
+
+
+def held_from(values: Mapping[str, Any]) -> HeldDeactivation:
+    return HeldDeactivation(**{name: values[name] for name in HELD_FIELDS if values.get(name) is not None})
+
+
+def window_grant(
+    counts_json: str | None, now: datetime, wanted: int, limit: int, window_seconds: float
+) -> tuple[int, str]:
+    """Of `wanted` deactivations, how many fit under `limit` given those counted in the last
+    window_seconds; and the counts (JSON: bucket start → count) with the granted ones added now and
+    buckets older than the window dropped."""
+    if wanted < 0 or limit < 0 or not window_seconds > 0:
+        raise ValueError(f"need wanted >= 0, limit >= 0 and a positive window, got {wanted}, {limit}, {window_seconds}")
+    oldest = to_iso(now - timedelta(seconds=window_seconds))
+    counts = {bucket: n for bucket, n in json.loads(counts_json or "{}").items() if bucket > oldest}
+    granted = max(0, min(wanted, limit - sum(counts.values())))
+    if granted:
+        epoch = int(now.timestamp()) // WINDOW_BUCKET_SECONDS * WINDOW_BUCKET_SECONDS
+        bucket = to_iso(datetime.fromtimestamp(epoch, timezone.utc))
+        counts[bucket] = counts.get(bucket, 0) + granted
+    return granted, json.dumps(counts, sort_keys=True)

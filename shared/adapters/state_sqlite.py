@@ -10,13 +10,15 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Iterator, Mapping, Sequence
 
 from shared.core.errors import TransientError
 from shared.core.models import FailureRecord, UserLink
+from shared.core.safety import HeldDeactivation
 
 from .state_codec import (
     FAILURE_FIELDS,
+    HELD_FIELDS,
     LINK_FIELDS,
     Clock,
     assignment_changes,
@@ -24,6 +26,8 @@ from .state_codec import (
     decode_roles,
     failure_from,
     failure_values,
+    held_from,
+    held_values,
     lease_expiry,
     lease_is_free,
     link_from,
@@ -31,6 +35,7 @@ from .state_codec import (
     object_key,
     required_text,
     utc_now,
+    window_grant,
 )
 
 _SCHEMA = f"""
@@ -39,6 +44,8 @@ CREATE TABLE IF NOT EXISTS assignments (user_id TEXT PRIMARY KEY, roles TEXT NOT
 CREATE TABLE IF NOT EXISTS links ({", ".join(f"{name} TEXT" for name in LINK_FIELDS)}, PRIMARY KEY (entra_id));
 CREATE TABLE IF NOT EXISTS leases (key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS failures ({", ".join(f"{name} TEXT" for name in FAILURE_FIELDS)}, PRIMARY KEY (message_id));
+CREATE TABLE IF NOT EXISTS held ({", ".join(f"{name} TEXT" for name in HELD_FIELDS)}, PRIMARY KEY (entra_id));
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -139,6 +146,37 @@ class SqliteStateStore:
     def delete_failure(self, message_id: str) -> None:
         with self._transaction() as db:
             db.execute("DELETE FROM failures WHERE message_id = ?", (required_text("message id", message_id),))
+
+    # accidental-deletion prevention
+    def reserve_deactivations(self, wanted: int, limit: int, window_seconds: float) -> int:
+        now = self._clock()
+        with self._transaction() as db:
+            row = db.execute("SELECT value FROM counters WHERE name = 'deactivations'").fetchone()
+            granted, counts = window_grant(row[0] if row else None, now, wanted, limit, window_seconds)
+            db.execute("INSERT OR REPLACE INTO counters (name, value) VALUES ('deactivations', ?)", (counts,))
+        return granted
+
+    def count_active_links(self) -> int:
+        row = self._fetch_one("SELECT COUNT(*) FROM links WHERE last_outcome IS NOT 'deactivate'", ())
+        return row[0] if row else 0
+
+    def held_deactivations(self) -> list[HeldDeactivation]:
+        with self._errors(), self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(HELD_FIELDS)} FROM held ORDER BY held_at, entra_id").fetchall()
+        return [held_from(dict(zip(HELD_FIELDS, row))) for row in rows]
+
+    def put_held_deactivations(self, held: Sequence[HeldDeactivation]) -> None:
+        rows = [held_values(h) for h in held]  # all checked before any is written
+        with self._transaction() as db:
+            db.executemany(
+                f"INSERT OR REPLACE INTO held ({', '.join(HELD_FIELDS)}) VALUES ({', '.join('?' for _ in HELD_FIELDS)})",
+                [tuple(row[name] for name in HELD_FIELDS) for row in rows],
+            )
+
+    def delete_held_deactivations(self, entra_ids: Iterable[str]) -> None:
+        keys = [(object_key(entra_id),) for entra_id in entra_ids]
+        with self._transaction() as db:
+            db.executemany("DELETE FROM held WHERE entra_id = ?", keys)
 
     # plumbing
     def _fetch_one(self, sql: str, parameters: tuple[str, ...]) -> tuple | None:

@@ -1,7 +1,7 @@
 """The StateStore port over Azure Table Storage (azure-data-tables, sync client).
 
-Five tables named <prefix>Cursors, <prefix>Assignments, <prefix>Links, <prefix>Leases, <prefix>Failures,
-each created on first use. Per-user entities live in one of 16 partitions chosen by a stable hash of the
+Seven tables named <prefix>Cursors, <prefix>Assignments, <prefix>Links, <prefix>Leases, <prefix>Failures,
+<prefix>Held and <prefix>Counters, each created on first use. Per-user entities live in one of 16 partitions chosen by a stable hash of the
 key, so snapshot writes batch into transactions (≤100 operations, one partition each) while load still
 spreads. RowKeys are the keys with the characters Table Storage forbids escaped reversibly."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import hashlib
 import re
 import threading
 from collections import defaultdict
-from typing import Any, Callable, Iterable, Mapping, ParamSpec, TypeVar
+from typing import Any, Callable, Iterable, Mapping, ParamSpec, Sequence, TypeVar
 
 from azure.core import MatchConditions
 from azure.core.credentials import TokenCredential
@@ -26,6 +26,7 @@ from azure.data.tables import TableClient, TableServiceClient, TableTransactionE
 
 from shared.core.errors import PermanentError, TransientError
 from shared.core.models import FailureRecord, UserLink
+from shared.core.safety import HeldDeactivation
 
 from .state_codec import (
     Clock,
@@ -34,6 +35,8 @@ from .state_codec import (
     decode_roles,
     failure_from,
     failure_values,
+    held_from,
+    held_values,
     lease_expiry,
     lease_is_free,
     link_from,
@@ -41,14 +44,19 @@ from .state_codec import (
     object_key,
     required_text,
     utc_now,
+    window_grant,
 )
 
-_TABLE_KINDS = ("Cursors", "Assignments", "Links", "Leases", "Failures")
+_TABLE_KINDS = ("Cursors", "Assignments", "Links", "Leases", "Failures", "Held", "Counters")
 _TABLE_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,50}$")
 _TRANSACTION_LIMIT = 100
 _CURSOR_PARTITION = "cursor"
 # Each attempt loses only if another owner changed the lease in between, so a few suffice.
 _CLAIM_ATTEMPTS = 3
+_COUNTER_PARTITION = "counter"
+_DEACTIVATIONS = "deactivations"
+# Every worker that deactivates in a batch updates one counter entity; a lost race only re-reads it.
+_RESERVE_ATTEMPTS = 10
 
 # Forbidden in keys: / \ # ? and control characters. ' and % trip some URL handling, and ! is our escape.
 _UNSAFE_KEY_CHARS = re.compile(r"[/\\#?'%!\x00-\x1f\x7f-\x9f]")
@@ -153,17 +161,12 @@ class TableStateStore:
     @_translate_errors
     def apply_assignment_changes(self, upserts: Mapping[str, frozenset[str]], removals: Iterable[str]) -> None:
         encoded, removed = assignment_changes(upserts, removals)
-        by_partition: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-        for user_id, roles in encoded.items():
-            entity = {**_entity_address(user_id), "roles": roles}
-            by_partition[entity["PartitionKey"]].append(("upsert", entity, {"mode": UpdateMode.REPLACE}))
-        for user_id in removed:
-            address = _entity_address(user_id)
-            by_partition[address["PartitionKey"]].append(("delete", address))
-        table = self._table("Assignments")
-        for operations in by_partition.values():
-            for start in range(0, len(operations), _TRANSACTION_LIMIT):
-                self._submit(table, operations[start : start + _TRANSACTION_LIMIT])
+        operations: list[tuple[Any, ...]] = [
+            ("upsert", {**_entity_address(user_id), "roles": roles}, {"mode": UpdateMode.REPLACE})
+            for user_id, roles in encoded.items()
+        ]
+        operations += [("delete", _entity_address(user_id)) for user_id in removed]
+        self._submit_by_partition(self._table("Assignments"), operations)
 
     # links
     @_translate_errors
@@ -235,6 +238,51 @@ class TableStateStore:
         key = required_text("message id", message_id)
         self._table("Failures").delete_entity(_bucket(key), encode_key(key))
 
+    # accidental-deletion prevention
+    @_translate_errors
+    def reserve_deactivations(self, wanted: int, limit: int, window_seconds: float) -> int:
+        """Read the counter, add, write back only if nobody changed it since (ETag)."""
+        table = self._table("Counters")
+        for _ in range(_RESERVE_ATTEMPTS):
+            current = self._get(table, _COUNTER_PARTITION, _DEACTIVATIONS)
+            granted, counts = window_grant(current["value"] if current else None, self._clock(), wanted, limit, window_seconds)
+            entity = {"PartitionKey": _COUNTER_PARTITION, "RowKey": _DEACTIVATIONS, "value": counts}
+            try:
+                if current is None:
+                    table.create_entity(entity)
+                else:
+                    table.update_entity(entity, mode=UpdateMode.REPLACE, etag=current.metadata["etag"],
+                                        match_condition=MatchConditions.IfNotModified)
+                return granted
+            except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+                continue
+        raise TransientError("CounterContended", "the deactivation counter kept changing under us", system="state")
+
+    @_translate_errors
+    def count_active_links(self) -> int:
+        entities = self._table("Links").list_entities(select=["RowKey", "last_outcome"])
+        return sum(1 for entity in entities if entity.get("last_outcome") != "deactivate")
+
+    @_translate_errors
+    def held_deactivations(self) -> list[HeldDeactivation]:
+        held = [held_from(entity) for entity in self._table("Held").list_entities()]
+        return sorted(held, key=lambda h: (h.held_at, h.entra_id))
+
+    @_translate_errors
+    def put_held_deactivations(self, held: Sequence[HeldDeactivation]) -> None:
+        rows = [held_values(h) for h in held]  # all checked before any is written
+        operations = [
+            ("upsert", {**_entity_address(row["entra_id"]), **{k: v for k, v in row.items() if v is not None}},
+             {"mode": UpdateMode.REPLACE})
+            for row in rows
+        ]
+        self._submit_by_partition(self._table("Held"), operations)
+
+    @_translate_errors
+    def delete_held_deactivations(self, entra_ids: Iterable[str]) -> None:
+        keys = {object_key(entra_id) for entra_id in entra_ids}
+        self._submit_by_partition(self._table("Held"), [("delete", _entity_address(key)) for key in sorted(keys)])
+
     # plumbing
     def _table(self, kind: str) -> TableClient:
         with self._tables_lock:
@@ -255,6 +303,16 @@ class TableStateStore:
         # Tables store no nulls: leave None out, and reading gives the model's default (None) back.
         entity = {**_entity_address(key), **{name: value for name, value in values.items() if value is not None}}
         table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    @classmethod
+    def _submit_by_partition(cls, table: TableClient, operations: list[tuple[Any, ...]]) -> None:
+        """Transactions hold one partition and at most 100 operations: group, then submit each."""
+        by_partition: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+        for operation in operations:
+            by_partition[operation[1]["PartitionKey"]].append(operation)
+        for grouped in by_partition.values():
+            for start in range(0, len(grouped), _TRANSACTION_LIMIT):
+                cls._submit(table, grouped[start : start + _TRANSACTION_LIMIT])
 
     @staticmethod
     def _submit(table: TableClient, operations: list[tuple[Any, ...]]) -> None:

@@ -20,6 +20,7 @@ from .models import (
     SubscriptionRequest,
     UserLink,
 )
+from .safety import HeldDeactivation
 
 
 class Directory(Protocol):
@@ -135,6 +136,27 @@ class StateStore(Protocol):
 
     def delete_failure(self, message_id: str) -> None:
         """Forget a failure once it was reported, so a replayed message is processed afresh."""
+        ...
+
+    # accidental-deletion prevention (shared/services/safety.py)
+    def reserve_deactivations(self, wanted: int, limit: int, window_seconds: float) -> int:
+        """Atomically across workers: how many of `wanted` deactivations fit under `limit` together with
+        those reserved in the last window_seconds (to the minute); the granted ones are counted now."""
+        ...
+
+    def count_active_links(self) -> int:
+        """Links whose last outcome is not a deactivation: the users this app keeps active."""
+        ...
+
+    def held_deactivations(self) -> list[HeldDeactivation]:
+        ...
+
+    def put_held_deactivations(self, held: Sequence[HeldDeactivation]) -> None:
+        """Insert or replace, keyed by Entra id."""
+        ...
+
+    def delete_held_deactivations(self, entra_ids: Iterable[str]) -> None:
+        """Absent ids are ignored."""
         ...
 
 

@@ -27,6 +27,7 @@ from shared.core.errors import PermanentError, TransientError
 from shared.core.messages import ReconcileMessage
 from shared.core.models import DEFAULT_ACCESS_ROLE_ID, FailureRecord, UserLink
 from shared.core.ports import StateStore
+from shared.core.safety import HeldDeactivation
 
 AWKWARD_KEYS = ["a/b.c#d?e", "back\\slash", "quote'and%20percent", "bang!21", "tab\tnew\nline\x7f", "ünï/cødé", "!"]
 
@@ -294,6 +295,68 @@ def test_exactly_one_of_eight_racing_claimers_wins(make_store: Callable[[], Stat
         assert not shared.claim(key, "late-comer", ttl_seconds=30)
         shared.release(key, f"worker-{winner}")
         assert shared.claim(key, "late-comer", ttl_seconds=30)
+
+
+# accidental-deletion prevention
+
+def test_deactivation_reservations_share_one_rolling_window(make_store: Callable[[], StateStore], clock: ManualClock) -> None:
+    worker_a, worker_b = make_store(), make_store()
+    assert worker_a.reserve_deactivations(3, limit=5, window_seconds=3600) == 3
+    assert worker_b.reserve_deactivations(4, limit=5, window_seconds=3600) == 2  # the window is shared
+    assert worker_a.reserve_deactivations(1, limit=5, window_seconds=3600) == 0
+    assert worker_a.reserve_deactivations(0, limit=5, window_seconds=3600) == 0
+    assert worker_b.reserve_deactivations(2, limit=6, window_seconds=3600) == 1  # a raised limit counts the same past
+    clock.advance(1800)
+    assert worker_a.reserve_deactivations(2, limit=7, window_seconds=3600) == 1
+    clock.advance(1860)  # the first minute's 6 have left the window; the 1 from half an hour ago has not
+    assert worker_b.reserve_deactivations(9, limit=7, window_seconds=3600) == 6
+    with pytest.raises(ValueError, match="wanted"):
+        worker_a.reserve_deactivations(-1, limit=5, window_seconds=3600)
+
+
+def test_racing_reservations_never_exceed_the_limit(make_store: Callable[[], StateStore]) -> None:
+    stores = [make_store() for _ in range(6)]
+    start = threading.Barrier(len(stores))
+
+    def reserve(worker: int) -> int:
+        start.wait()
+        return stores[worker].reserve_deactivations(4, limit=10, window_seconds=3600)
+
+    with ThreadPoolExecutor(len(stores)) as pool:
+        granted = list(pool.map(reserve, range(len(stores))))
+    assert sum(granted) == 10, granted
+
+
+def test_active_links_leave_out_deactivated_users(store: StateStore) -> None:
+    assert store.count_active_links() == 0
+    for outcome in ("create", "update", "", "deactivate", "noop", "deactivate"):
+        store.put_link(UserLink(entra_id=guid(), salesforce_id="005000000000001AAA", last_outcome=outcome))
+    assert store.count_active_links() == 4
+
+
+def test_held_deactivations_round_trip_replace_and_delete(make_store: Callable[[], StateStore]) -> None:
+    store, other = make_store(), make_store()
+    first, second, third = guid(), guid(), guid()
+    held = [
+        HeldDeactivation(second.upper(), "005000000000002AAA", "not assigned", "2025-01-01T00:00:02.000000+00:00"),
+        HeldDeactivation(first, "005000000000001AAA", "disabled in Entra", "2025-01-01T00:00:01.000000+00:00"),
+        HeldDeactivation(third, "005000000000003AAA", "deleted in Entra", "2025-01-01T00:00:03.000000+00:00",
+                         status="rejected", decided_at="2025-01-01T01:00:00.000000+00:00"),
+    ]
+    assert store.held_deactivations() == []
+    store.put_held_deactivations(held)
+    assert other.held_deactivations() == [held[1], replace(held[0], entra_id=second), held[2]]
+    released = replace(held[1], status="released", decided_at="2025-01-01T02:00:00.000000+00:00")
+    other.put_held_deactivations([released])
+    store.delete_held_deactivations([third.upper(), guid()])
+    assert store.held_deactivations() == [released, replace(held[0], entra_id=second)]
+    with pytest.raises(ValueError, match="hold status"):
+        store.put_held_deactivations([replace(held[0], status="maybe"), held[2]])
+    with pytest.raises(ValueError, match="Salesforce user id"):
+        store.put_held_deactivations([replace(held[2], salesforce_id="")])
+    assert third not in {h.entra_id for h in store.held_deactivations()}  # nothing of a rejected call written
+    store.put_held_deactivations([])
+    store.delete_held_deactivations([])
 
 
 # adapter-specific edges
