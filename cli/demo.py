@@ -45,7 +45,10 @@ async def run_cycle(stack: LocalStack, on_progress: Callable[[int], None] | None
     functions = registered_functions(function_app.app)
     org, graph = stack.org, stack.graph
     sf_before, sf_writes_before = org.calls.total, org.calls.writes
-    graph_before = sum(graph.calls.values())
+    from shared.bootstrap import current_container
+
+    app_graph_calls = current_container().graph_calls  # HTTP requests the app sent ($batch counts once)
+    graph_before = sum(app_graph_calls.values())
     mails_before = len(graph.outbox)
     dlq_before = len(stack.servicebus.messages_seen(QUEUE, dead_letter=True))
     started = time.monotonic()
@@ -73,7 +76,7 @@ async def run_cycle(stack: LocalStack, on_progress: Callable[[int], None] | None
         summary=plog.summary(),
         salesforce_calls=org.calls.total - sf_before,
         salesforce_writes=org.calls.writes - sf_writes_before,
-        graph_calls=sum(graph.calls.values()) - graph_before,
+        graph_calls=sum(app_graph_calls.values()) - graph_before,
         emails=len(graph.outbox) - mails_before,
         dead_lettered=len(stack.servicebus.messages_seen(QUEUE, dead_letter=True)) - dlq_before,
         seconds=time.monotonic() - started,
