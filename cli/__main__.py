@@ -1,4 +1,4 @@
-"""python -m cli {demo,check,plan,sync}: local work on the provisioning engine."""
+"""python -m cli {demo,check,plan,sync,held,release-held,reject-held}: local work on the provisioning engine."""
 from __future__ import annotations
 
 import argparse
@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     plan.add_argument("--json", action="store_true")
     sync = sub.add_parser("sync", help="one detect-and-provision pass without Service Bus")
     sync.add_argument("--json", action="store_true")
+    from . import safety_commands
+
+    safety_commands.add_parsers(sub)
     args = parser.parse_args(argv)
     console = logging.StreamHandler()
     handlers: list[logging.Handler] = [console]
@@ -101,6 +104,16 @@ def main(argv: list[str] | None = None) -> int:
             for r in results:
                 print(f"{'OK  ' if r.ok else 'FAIL'} {r.step}: {r.detail}")
             return 0 if all(r.ok for r in results) else 1
+        if args.command in ("held", "release-held", "reject-held"):
+            from shared.services.safety import UnknownHold
+
+            try:
+                holds = asyncio.run(_with_container(lambda container: safety_commands.run(container, args)))
+            except UnknownHold as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            safety_commands.print_holds(holds, args.command, as_json=args.json)
+            return 0
         from .operations import plan as plan_users, sync as sync_users
 
         action = plan_users if args.command == "plan" else sync_users

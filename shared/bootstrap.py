@@ -29,6 +29,7 @@ from .services.detect_changes import ChangeDetector, DetectConfig
 from .services.notify_failures import FailureNotifier
 from .services.on_demand import OnDemandProvisioner
 from .services.provision import Provisioner, ProvisioningConfig, RetryPolicy
+from .services.safety import DeletionGuard, SafetyConfig
 from .services.subscriptions import SubscriptionConfig, SubscriptionManager
 from .settings import Settings, load_settings
 
@@ -48,6 +49,7 @@ class Container:
     notifier: FailureNotifier
     graph_calls: Counter[str]
     graph_client: Any
+    safety: DeletionGuard
 
     async def aclose(self) -> None:
         """Close network clients (the CLI and tests; a Functions worker keeps them for its lifetime)."""
@@ -136,6 +138,11 @@ def build_container(settings: Settings) -> Container:
     state = state_store(settings)
     queue = service_bus_queue(settings)
     mapping = default_salesforce_mapping()
+    safety = DeletionGuard(
+        state, mailer, queue, settings.NOTIFY_SENDER, settings.notify_recipients,
+        SafetyConfig(settings.DEACTIVATION_THRESHOLD, settings.DEACTIVATION_THRESHOLD_PERCENT,
+                     settings.DEACTIVATION_WINDOW_MINUTES * 60),
+    )
     provisioner = Provisioner(
         directory, org, state, queue,
         ProvisioningConfig(
@@ -145,11 +152,13 @@ def build_container(settings: Settings) -> Container:
             lease_seconds=settings.LEASE_SECONDS,
             retry=RetryPolicy(settings.RETRY_MAX_ATTEMPTS, settings.RETRY_BASE_SECONDS, settings.RETRY_MAX_SECONDS),
         ),
+        safety,
     )
     detector = ChangeDetector(directory, queue, state, DetectConfig(settings.SALESFORCE_SERVICE_PRINCIPAL_ID, mapping.source_attributes))
     notifier = FailureNotifier(state, mailer, settings.NOTIFY_SENDER, settings.notify_recipients)
     metrics.observe_api_calls(graph_calls, org.calls)
-    return Container(settings, directory, mailer, org, state, queue, provisioner, detector, notifier, graph_calls, graph)
+    return Container(settings, directory, mailer, org, state, queue, provisioner, detector, notifier, graph_calls, graph,
+                     safety)
 
 
 @functools.lru_cache(maxsize=4)

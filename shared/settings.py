@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     RETRY_BASE_SECONDS: float = Field(30.0, gt=0)
     RETRY_MAX_SECONDS: float = Field(3600.0, gt=0)
     LEASE_SECONDS: float = Field(120.0, gt=0)
+    # Accidental-deletion prevention: deactivations beyond either limit within the window are held
+    # until an admin releases them (python -m cli release-held). 0 switches a limit off.
+    DEACTIVATION_THRESHOLD: int = Field(500, ge=0)
+    DEACTIVATION_THRESHOLD_PERCENT: float = Field(20.0, ge=0, le=100)
+    DEACTIVATION_WINDOW_MINUTES: float = Field(60.0, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":

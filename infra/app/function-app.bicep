@@ -147,6 +147,10 @@ var appSettings = {
   RETRY_BASE_SECONDS: '30'
   RETRY_MAX_SECONDS: '3600'
   LEASE_SECONDS: '120'
+  // Deletion threshold: deactivations beyond it within the window are held for an admin's decision.
+  DEACTIVATION_THRESHOLD: '500'
+  DEACTIVATION_THRESHOLD_PERCENT: '20'
+  DEACTIVATION_WINDOW_MINUTES: '60'
 }
 
 resource settings 'Microsoft.Web/sites/config@2024-04-01' = {

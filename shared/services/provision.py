@@ -23,6 +23,7 @@ from ..core.ports import Directory, ReconcileQueue, SalesforceOrg, StateStore
 from . import metrics
 from .audit import OperationRecord
 from .batching import Batcher
+from .safety import DeletionGuard
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +112,14 @@ class Provisioner:
         state: StateStore,
         queue: ReconcileQueue,
         config: ProvisioningConfig,
+        safety: DeletionGuard | None = None,
     ) -> None:
         self._directory = directory
         self._org = org
         self._state = state
         self._queue = queue
         self._config = config
+        self._safety = safety  # None: every deactivation is applied (no deletion threshold)
         self._roles: Mapping[str, AppRole] = {}
         self._roles_read_at = float("-inf")
         self._batches: Batcher | None = None
@@ -293,6 +296,23 @@ class Provisioner:
                                     scope_reason=w.scope_reason or "")
 
     async def _apply(self, work: list[_Work]) -> None:
+        released: frozenset[str] = frozenset()
+        if self._safety is not None:  # deactivations beyond the threshold are held instead of applied
+            deactivating = [w for w in work if w.operation and w.operation.action == "deactivate"]
+            try:
+                screening = await self._safety.screen([w.operation for w in work if w.operation])
+            except ProvisioningError as exc:
+                for w in deactivating:
+                    w.error = exc
+            else:
+                for w in work:
+                    verdict = screening.replacements.get(w.entra_id)
+                    if isinstance(verdict, ProvisioningError):
+                        w.error = verdict
+                    elif verdict is not None:
+                        w.operation = verdict
+                released = screening.released
+            work = [w for w in work if w.error is None]
         creates = [w for w in work if w.operation and w.operation.action == "create"]
         updates = [w for w in work if w.operation and w.operation.is_write and w.operation.action != "create"]
         # Updates first: deactivations free licences that the creates of the same batch may need.
@@ -315,6 +335,8 @@ class Provisioner:
         for w in work:
             if w.operation and w.operation.action == "noop" and w.desired is not None:
                 self._link(w, w.operation.salesforce_id)  # adopt a matched user, or settle a pending email
+        if released:
+            self._safety.forget_released([w.entra_id for w in work if w.entra_id in released and w.error is None])  # type: ignore[union-attr]
 
     def _link(self, w: _Work, salesforce_id: str | None) -> None:
         op = w.operation
