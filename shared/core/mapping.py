@@ -13,6 +13,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 
 from .errors import PermanentError
 from .models import DEFAULT_ACCESS_ROLE_ID, AppRole, EntraUser
+from .scoping import ScopingFilters
 
 # ProfileName is not a Salesforce field: the engine resolves it to ProfileId with one cached query.
 PROFILE_NAME = "ProfileName"
@@ -20,10 +21,13 @@ PROFILE_NAME = "ProfileName"
 
 @dataclass(frozen=True, slots=True)
 class MappingInput:
-    """Everything an expression may read: the user's Entra attributes and its resolved profile name."""
+    """Everything an expression may read: the user's Entra attributes and its resolved profile name.
+
+    `is_unique(field, value)` answers SelectUniqueValue; None takes its first non-empty candidate."""
 
     user: EntraUser
     role_names: tuple[str, ...]
+    is_unique: Callable[[str, Any], bool] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,19 +42,25 @@ class FieldMapping:
 
 @dataclass(frozen=True, slots=True)
 class AttributeMapping:
-    """The whole mapping of one deployment."""
+    """The whole mapping of one deployment, with the scoping filters that decide who is in scope."""
 
     fields: tuple[FieldMapping, ...]
+    scoping: ScopingFilters = ScopingFilters()
+
+    @property
+    def matching_fields(self) -> tuple[str, ...]:
+        """The matching attributes in matching precedence order (priority 1 first)."""
+        ranked = sorted((f for f in self.fields if f.matching_priority is not None), key=lambda f: f.matching_priority)
+        return tuple(f.target for f in ranked)
 
     @property
     def matching_field(self) -> str:
-        ranked = sorted((f for f in self.fields if f.matching_priority is not None), key=lambda f: f.matching_priority)
-        return ranked[0].target
+        return self.matching_fields[0]
 
     @property
     def source_attributes(self) -> tuple[str, ...]:
         """The Graph properties to $select: what the mapping reads, plus what scoping needs."""
-        names = {"id", "accountEnabled", "userPrincipalName"}
+        names = {"id", "accountEnabled", "userPrincipalName", *self.scoping.attributes}
         for f in self.fields:
             names.update(f.source_attributes)
         return tuple(sorted(names))

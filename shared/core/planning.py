@@ -5,9 +5,11 @@ apply the returned `Operation`. The same object feeds logs, the dry-run plan and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Iterable, Literal, Mapping, Sequence
 
+from .errors import PermanentError
 from .models import DEFAULT_ACCESS_ROLE_ID, EntraUserState, SalesforceUser, UserLink
+from .scoping import ScopingFilters
 
 Action = Literal["create", "update", "deactivate", "reactivate", "noop", "skip"]
 WRITE_ACTIONS = frozenset({"create", "update", "deactivate", "reactivate"})
@@ -33,14 +35,17 @@ class Operation:
         return f"{self.action} entra={self.entra_id}{target}{fields} ({self.reason})"
 
 
-def out_of_scope_reason(state: EntraUserState) -> str | None:
-    """Why the user should not have an active Salesforce user, or None when it should."""
+def out_of_scope_reason(state: EntraUserState, scoping: ScopingFilters | None = None) -> str | None:
+    """Why the user should not have an active Salesforce user, or None when it should. With scoping
+    filters, an assigned user that no filter holds for is out of scope as well."""
     if state.user is None:
         return "deleted in Entra"
     if state.user.get("accountEnabled") is False:
         return "disabled in Entra"
     if not (state.app_role_ids - {DEFAULT_ACCESS_ROLE_ID}):
         return "not assigned to the Salesforce app with a role"
+    if scoping is not None and not scoping.in_scope(state.user):
+        return "outside every scoping filter"
     return None
 
 
@@ -107,3 +112,44 @@ def match_user(
     if link is not None and link.salesforce_id in by_id:
         return by_id[link.salesforce_id]
     return by_match_value.get(match_value.lower()) if match_value else None
+
+
+MatchIndex = Mapping[str, Mapping[str, Sequence[SalesforceUser]]]  # field → lower-cased value → users
+
+
+def index_for_matching(found: Iterable[SalesforceUser], fields: Sequence[str]) -> dict[str, dict[str, list[SalesforceUser]]]:
+    """The Salesforce users found, by each matching field's value (case-insensitive)."""
+    index: dict[str, dict[str, list[SalesforceUser]]] = {f: {} for f in fields}
+    for user in found:
+        for name in fields:
+            value = user.get(name)
+            if value not in (None, ""):
+                index[name].setdefault(str(value).lower(), []).append(user)
+    return index
+
+
+def match_by_precedence(
+    link: UserLink | None,
+    match_values: Sequence[tuple[str, Any]],
+    by_id: Mapping[str, SalesforceUser],
+    index: MatchIndex,
+) -> SalesforceUser | None:
+    """Matching precedence, as the connector does it: the stored link wins (sticky); otherwise each
+    (field, value) of `match_values`, in priority order, is looked up and the first field with a match
+    decides. A value that matches several Salesforce users (Email is not unique) is an error rather
+    than a guess. Pass no match_values for out-of-scope users: only linked users are deactivated."""
+    if link is not None and link.salesforce_id in by_id:
+        return by_id[link.salesforce_id]
+    for name, value in match_values:
+        if value in (None, ""):
+            continue
+        users = index.get(name, {}).get(str(value).lower(), ())
+        if len(users) > 1:
+            raise PermanentError(
+                "AmbiguousMatch", f"{len(users)} Salesforce users have this {name} "
+                f"({', '.join(sorted(u.id for u in users))}); link one by hand or match on a unique field",
+                system="matching", fields=(name,),
+            )
+        if users:
+            return users[0]
+    return None
