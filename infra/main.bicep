@@ -43,6 +43,8 @@ param detectSchedule string = '0 */5 * * * *'
 param subscriptionSchedule string = '0 0 */6 * * *'
 @description('Comma-separated Salesforce profile names, highest first, for users holding several roles.')
 param profilePriority string = ''
+@description('Attribute mapping file deployed with the app (e.g. config/mapping.default.toml), relative to its root; empty: the built-in default mapping.')
+param mappingFile string = ''
 param serviceBusQueueName string = 'provision-users'
 
 @minValue(1)
@@ -164,6 +166,7 @@ module functionApp 'app/function-app.bicep' = {
     notifySender: notifySender
     notifyRecipients: notifyRecipients
     profilePriority: profilePriority
+    mappingFile: mappingFile
   }
   // The app starts resolving Key Vault references and reaching storage as soon as it exists.
   dependsOn: [rbac]

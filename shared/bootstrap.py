@@ -6,6 +6,7 @@ import functools
 import logging
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from .adapters.graph import GraphDirectory, GraphMailer, StaticTokenCredential, build_graph_client
@@ -21,7 +22,7 @@ from .adapters.salesforce_client import (
 from .adapters.service_bus import ServiceBusReconcileQueue
 from .adapters.state_sqlite import SqliteStateStore
 from .adapters.state_tables import TableStateStore
-from .core.mapping import default_salesforce_mapping
+from .core.mapping_config import configured_mapping
 from .core.ports import StateStore
 from .services import metrics
 from .services.change_notifications import ChangeNotificationReceiver
@@ -34,6 +35,8 @@ from .services.subscriptions import SubscriptionConfig, SubscriptionManager
 from .settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
+
+APP_ROOT = Path(__file__).resolve().parents[1]  # where function_app.py is; MAPPING_FILE is relative to it
 
 
 @dataclass
@@ -137,7 +140,7 @@ def build_container(settings: Settings) -> Container:
     org = SalesforceRestOrg(salesforce_connector(settings))
     state = state_store(settings)
     queue = service_bus_queue(settings)
-    mapping = default_salesforce_mapping()
+    mapping = configured_mapping(settings.MAPPING_FILE, APP_ROOT)
     safety = DeletionGuard(
         state, mailer, queue, settings.NOTIFY_SENDER, settings.notify_recipients,
         SafetyConfig(settings.DEACTIVATION_THRESHOLD, settings.DEACTIVATION_THRESHOLD_PERCENT,

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
 
     # Behaviour
     PROFILE_PRIORITY: str = ""  # comma-separated profile names, highest first, for users with several roles
+    # A mapping file (config/mapping.default.toml's format), absolute or relative to the app's root;
+    # empty: the connector's default Salesforce mapping, built in.
+    MAPPING_FILE: str = ""
     RETRY_MAX_ATTEMPTS: int = Field(6, ge=0, le=20)
     RETRY_BASE_SECONDS: float = Field(30.0, gt=0)
     RETRY_MAX_SECONDS: float = Field(3600.0, gt=0)

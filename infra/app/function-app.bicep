@@ -34,6 +34,7 @@ param salesforceUsername string
 param notifySender string
 param notifyRecipients string
 param profilePriority string
+param mappingFile string
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
@@ -143,6 +144,7 @@ var appSettings = {
   NOTIFICATION_URL: '@Microsoft.KeyVault(SecretUri=${secretUri}/graph-notification-url/)'
   LIFECYCLE_NOTIFICATION_URL: '@Microsoft.KeyVault(SecretUri=${secretUri}/graph-lifecycle-notification-url/)'
   PROFILE_PRIORITY: profilePriority
+  MAPPING_FILE: mappingFile
   RETRY_MAX_ATTEMPTS: '6'
   RETRY_BASE_SECONDS: '30'
   RETRY_MAX_SECONDS: '3600'

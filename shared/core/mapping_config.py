@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from .errors import ConfigurationError
 from .expressions import APP_ROLE_ASSIGNMENTS, Expression, ExpressionError, parse_expression
-from .mapping import PROFILE_NAME, AttributeMapping, FieldMapping, MappingInput
+from .mapping import PROFILE_NAME, AttributeMapping, FieldMapping, MappingInput, default_salesforce_mapping
 from .scoping import ScopingFilter, ScopingFilters, scoping_clause
 
 MAPPING_TYPES = ("Direct", "Constant", "Expression", "None")
@@ -36,6 +36,15 @@ _GRAPH_PROPERTY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ENGINE_FIELDS = {"Id": "Salesforce assigns it", "IsActive": "scope decides it (out of scope deactivates)",
                   "ProfileId": f"map {PROFILE_NAME} instead; the engine resolves it to ProfileId"}
 _SCALAR = (str, int, float, bool)
+
+
+def configured_mapping(mapping_file: str, root: Path) -> AttributeMapping:
+    """The MAPPING_FILE setting's mapping (a relative path is read from `root`, the app's root), or
+    the connector's built-in default when the setting is empty."""
+    if not mapping_file.strip():
+        return default_salesforce_mapping()
+    path = Path(mapping_file.strip())
+    return load_mapping_file(path if path.is_absolute() else root / path)
 
 
 def load_mapping_file(path: str | Path) -> AttributeMapping:

@@ -6,7 +6,7 @@ from emulators.graph.demo_tenant import seed_demo_tenant
 from emulators.graph.tenant import Tenant
 from shared.core.errors import ConfigurationError, PermanentError
 from shared.core.mapping import MappingInput, default_salesforce_mapping
-from shared.core.mapping_config import load_mapping_file, parse_mapping
+from shared.core.mapping_config import configured_mapping, load_mapping_file, parse_mapping
 from shared.core.models import EntraUser
 
 DEFAULT_FILE = Path(__file__).resolve().parents[2] / "config" / "mapping.default.toml"
@@ -197,3 +197,15 @@ def test_a_data_problem_in_an_expression_is_a_permanent_error_for_that_user():
     mapping = parse_mapping('[fields.Username]\ntype = "Expression"\nexpression = "ToLower([otherMails])"\nmatching_priority = 1\n')
     with pytest.raises(PermanentError):
         mapping.apply(user(otherMails=["a@x", "b@x"]))
+
+
+def test_the_mapping_file_setting(tmp_path):
+    root = DEFAULT_FILE.parents[1]
+    assert configured_mapping("", root).matching_fields == ("Username",)  # built-in default
+    assert configured_mapping("config/mapping.default.toml", root).source_attributes == \
+        default_salesforce_mapping().source_attributes
+    custom = tmp_path / "m.toml"
+    custom.write_text('[fields.Username]\ntype = "Direct"\nsource = "mail"\nmatching_priority = 1\n', encoding="utf-8")
+    assert configured_mapping(str(custom), root).source_attributes == ("accountEnabled", "id", "mail", "userPrincipalName")
+    with pytest.raises(ConfigurationError, match="nope.toml"):
+        configured_mapping("nope.toml", root)
