@@ -58,16 +58,20 @@ class SalesforceRestOrg:
 
     # -- port
     async def find_users(
-        self, fields: Sequence[str], *, ids: Iterable[str] = (), usernames: Iterable[str] = ()
+        self, fields: Sequence[str], *, ids: Iterable[str] = (), usernames: Iterable[str] = (),
+        match: Mapping[str, Iterable[str]] | None = None,
     ) -> list[SalesforceUser]:
         select = _select_list(fields)
+        _select_list(list(match or {}))  # matching field names are checked like selected ones
         wanted_ids = list(dict.fromkeys(ids))
         bad = [value for value in wanted_ids if not _SALESFORCE_ID.match(str(value))]
         if bad:
             raise salesforce_error(None, "MALFORMED_ID", f"not Salesforce ids: {bad[:5]}")
         wanted_names = list({name.casefold(): name for name in usernames}.values())
         found: dict[str, SalesforceUser] = {}
-        for soql in self._user_queries(select, wanted_ids, wanted_names):
+        columns = [("Id", wanted_ids), ("Username", wanted_names)]
+        columns += [(name, list(dict.fromkeys(values))) for name, values in (match or {}).items()]
+        for soql in self._user_queries(select, columns):
             for record in await self._run(lambda client, q=soql: self._query_all(client, q)):
                 user = SalesforceUser(id=record["Id"], fields={k: v for k, v in record.items() if k != "attributes"})
                 found[user.id] = user
@@ -87,14 +91,14 @@ class SalesforceRestOrg:
         return await self._write("PATCH", records)
 
     # -- queries
-    def _user_queries(self, select: str, ids: list[str], usernames: list[str]) -> Iterator[str]:
-        """SOQL texts that together cover every id and username, each short enough for one GET.
+    def _user_queries(self, select: str, columns: list[tuple[str, list[str]]]) -> Iterator[str]:
+        """SOQL texts that together cover every (column, values) pair, each short enough for one GET.
 
         simple-salesforce sends base_url + 'query/?q=' + quote_plus(soql), and quote_plus works character
         by character, so a query's URL length is the sum of its parts' encoded lengths."""
         # Before the first connect the host is unknown: assume the longest a host name can be.
         base = len(self._client.base_url) if self._client else len("https://" + "x" * 255 + "/services/data/v99.9/")
-        for column, values in (("Id", ids), ("Username", usernames)):
+        for column, values in columns:
             fixed = base + len("query/?q=") + len(quote_plus(_in_query(select, column, [])))
             chunk: list[str] = []
             length = fixed

@@ -100,20 +100,6 @@ def plan_user(
     return Operation(action, entra_id, current.id, changes, record, "back in scope" if reactivate else "attributes changed")
 
 
-def match_user(
-    link: UserLink | None,
-    match_value: str | None,
-    by_id: Mapping[str, SalesforceUser],
-    by_match_value: Mapping[str, SalesforceUser],
-) -> SalesforceUser | None:
-    """The stored link wins (sticky, like the connector's cached target id); otherwise the matching
-    attribute's value, case-insensitive. Pass match_value=None for out-of-scope users: only users this
-    app linked are ever deactivated, never one it does not manage."""
-    if link is not None and link.salesforce_id in by_id:
-        return by_id[link.salesforce_id]
-    return by_match_value.get(match_value.lower()) if match_value else None
-
-
 MatchIndex = Mapping[str, Mapping[str, Sequence[SalesforceUser]]]  # field → lower-cased value → users
 
 

@@ -71,10 +71,12 @@ class RecordResult:
 
 class SalesforceOrg(Protocol):
     async def find_users(
-        self, fields: Sequence[str], *, ids: Iterable[str] = (), usernames: Iterable[str] = ()
+        self, fields: Sequence[str], *, ids: Iterable[str] = (), usernames: Iterable[str] = (),
+        match: Mapping[str, Iterable[str]] | None = None,
     ) -> list[SalesforceUser]:
-        """Users whose Id is in ids or whose Username is in usernames (case-insensitive), with the given
-        fields, in as few SOQL queries as the URL length allows."""
+        """Users whose Id is in ids, whose Username is in usernames (case-insensitive), or whose field F
+        has one of match[F]'s values (other matching attributes), with the given fields, in as few SOQL
+        queries as the URL length allows."""
         ...
 
     async def profile_ids(self) -> Mapping[str, str]:

@@ -7,6 +7,7 @@ Shaped for batches: one Graph read per user, one SOQL query and at most one crea
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 import random
 import time
 import uuid
@@ -18,7 +19,7 @@ from ..core.errors import InvalidMessage, PermanentError, ProvisioningError, Tra
 from ..core.mapping import PROFILE_NAME, AttributeMapping, MappingInput, fields_hash, resolve_role_names
 from ..core.messages import ReconcileMessage
 from ..core.models import AppRole, EntraUserState, FailureRecord, SalesforceUser, UserLink
-from ..core.planning import Operation, match_user, out_of_scope_reason, plan_user
+from ..core.planning import Operation, index_for_matching, match_by_precedence, out_of_scope_reason, plan_user
 from ..core.ports import Directory, ReconcileQueue, SalesforceOrg, StateStore
 from . import metrics
 from .audit import OperationRecord
@@ -96,7 +97,7 @@ class _Work:
     entra_id: str
     state: EntraUserState | None = None
     desired: dict[str, Any] | None = None
-    match_value: str | None = None
+    match_values: tuple[tuple[str, Any], ...] = ()  # (matching field, value) in priority order
     scope_reason: str | None = None
     link: UserLink | None = None
     current: SalesforceUser | None = None
@@ -256,7 +257,7 @@ class Provisioner:
             if w.error is not None or w.state is None:
                 continue
             w.link = self._state.get_link(w.entra_id)
-            w.scope_reason = out_of_scope_reason(w.state)
+            w.scope_reason = out_of_scope_reason(w.state, mapping.scoping)
             if w.scope_reason is not None or w.state.user is None:
                 continue
             try:
@@ -272,26 +273,35 @@ class Provisioner:
                 w.error = exc
                 continue
             w.desired = mapped
-            w.match_value = mapped.get(mapping.matching_field)
+            w.match_values = tuple((f, mapped.get(f)) for f in mapping.matching_fields)
 
     async def _plan(self, work: list[_Work]) -> None:
+        mapping = self._config.mapping
         live = [w for w in work if w.error is None and w.state is not None]
         ids = {w.link.salesforce_id for w in live if w.link}
-        values = {w.match_value for w in live if w.match_value}
+        wanted: dict[str, set[str]] = defaultdict(set)  # matching field → values, all in one SOQL query
+        for w in live:
+            for name, value in w.match_values:
+                if value not in (None, ""):
+                    wanted[name].add(str(value))
+        usernames = wanted.pop("Username", set())
         found: list[SalesforceUser] = []
-        if ids or values:
+        if ids or usernames or wanted:
             try:
-                found = await self._org.find_users(self._config.mapping.salesforce_fields, ids=ids, usernames=values)
+                found = await self._org.find_users(mapping.salesforce_fields, ids=ids, usernames=usernames, match=wanted)
             except ProvisioningError as exc:
                 for w in live:
                     w.error = exc
                 return
         by_id = {u.id: u for u in found}
-        field_name = self._config.mapping.matching_field
-        by_value = {str(u.get(field_name)).lower(): u for u in found if u.get(field_name)}
-        create_only = self._config.mapping.create_only_fields()
+        index = index_for_matching(found, mapping.matching_fields)
+        create_only = mapping.create_only_fields()
         for w in live:
-            w.current = match_user(w.link, w.match_value, by_id, by_value)
+            try:
+                w.current = match_by_precedence(w.link, w.match_values, by_id, index)
+            except ProvisioningError as exc:
+                w.error = exc
+                continue
             w.operation = plan_user(w.entra_id, w.desired, w.current, w.link, create_only=create_only,
                                     scope_reason=w.scope_reason or "")
 

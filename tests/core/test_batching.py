@@ -1,6 +1,5 @@
 import asyncio
 
-import pytest
 
 from shared.services.batching import Batcher
 

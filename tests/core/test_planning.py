@@ -1,5 +1,5 @@
 from shared.core.models import EntraUser, EntraUserState, SalesforceUser, UserLink
-from shared.core.planning import match_user, out_of_scope_reason, plan_user
+from shared.core.planning import index_for_matching, match_by_precedence, out_of_scope_reason, plan_user
 
 ROLE = "11111111-1111-1111-1111-111111111111"
 DEFAULT_ACCESS = "00000000-0000-0000-0000-000000000000"
@@ -69,10 +69,11 @@ def test_reactivate_inactive_user_back_in_scope_with_changes():
 def test_match_prefers_sticky_link_over_matching_attribute():
     linked, by_name = sf_user(Id="005L"), sf_user(Id="005N")
     link = UserLink("e1", "005L")
-    assert match_user(link, "ana@contoso.com", {"005L": linked}, {"ana@contoso.com": by_name}) is linked
-    assert match_user(None, "ANA@contoso.com", {}, {"ana@contoso.com": by_name}) is by_name
+    index = index_for_matching([by_name], ["Username"])
+    assert match_by_precedence(link, [("Username", "ana@contoso.com")], {"005L": linked}, index) is linked
+    assert match_by_precedence(None, [("Username", "ANA@contoso.com")], {}, index) is by_name
     # out of scope: only a linked (managed) user is ever touched
-    assert match_user(None, None, {}, {"ana@contoso.com": by_name}) is None
+    assert match_by_precedence(None, [], {}, index) is None
 
 
 def test_scope_reasons():
