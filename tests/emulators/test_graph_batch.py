@@ -2,30 +2,16 @@
 per-item faults and dependsOn."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
-from emulators.graph import Tenant, run_graph_emulator
+from emulators.graph import Tenant
 from emulators.graph.server import GraphEmulator
 
 
 @pytest.fixture
 def tenant() -> Tenant:
     return Tenant(seed=11)
-
-
-@pytest.fixture
-def graph(tenant: Tenant) -> Iterator[GraphEmulator]:
-    with run_graph_emulator(tenant, page_size=2) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def http(graph: GraphEmulator) -> Iterator[httpx.Client]:
-    with httpx.Client(headers={"Authorization": f"Bearer {graph.token}"}) as client:
-        yield client
 
 
 def get(item_id: str, url: str, **extra: object) -> dict[str, object]:

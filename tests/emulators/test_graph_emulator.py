@@ -5,32 +5,13 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from emulators.graph import Tenant, run_graph_emulator
+from emulators.graph import Tenant
 from emulators.graph.demo_tenant import apply_demo_changes, seed_demo_tenant
-from emulators.graph.server import GraphEmulator
-
-
-@pytest.fixture
-def tenant() -> Tenant:
-    return Tenant(seed=5)
-
-
-@pytest.fixture
-def graph(tenant: Tenant) -> Iterator[GraphEmulator]:
-    with run_graph_emulator(tenant, page_size=2) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def http(graph: GraphEmulator) -> Iterator[httpx.Client]:
-    with httpx.Client(headers={"Authorization": f"Bearer {graph.token}"}) as client:
-        yield client
 
 
 def add_users(tenant: Tenant, count: int) -> list[str]:
