@@ -1,0 +1,105 @@
+"""Salesforce's User rules checked before the call, and Entra language tags as picklist values."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from shared.core.errors import PermanentError, TransientError
+from shared.core.salesforce_rules import (
+    REQUIRED_ON_CREATE,
+    check_user_record,
+    is_parked,
+    normalize_picklists,
+    picklist_value,
+)
+
+VALID = {
+    "Username": "adele@contoso.com", "LastName": "Vance", "Email": "adele@contoso.com", "Alias": "adele",
+    "TimeZoneSidKey": "America/Los_Angeles", "LocaleSidKey": "en_US", "EmailEncodingKey": "ISO-8859-1",
+    "LanguageLocaleKey": "en_US", "ProfileId": "00e000000000001AAA", "IsActive": True,
+}
+DEFAULTS = {"LocaleSidKey": "en_US", "LanguageLocaleKey": "en_US", "TimeZoneSidKey": "America/Los_Angeles"}
+
+
+@pytest.mark.parametrize(("entra", "locale"), [
+    ("en-US", "en_US"), ("de-DE", "de_DE"), ("pt-BR", "pt_BR"), ("zh-TW", "zh_TW"), ("de-de", "de_DE"),
+    ("he-IL", "iw_IL"), ("en_GB", "en_GB"),
+])
+def test_locale_keeps_language_and_country(entra: str, locale: str):
+    assert picklist_value("LocaleSidKey", entra) == locale
+
+
+@pytest.mark.parametrize(("entra", "language"), [
+    ("de-DE", "de"), ("en-US", "en_US"), ("pt-BR", "pt_BR"), ("zh-TW", "zh_TW"), ("es-MX", "es_MX"),
+    ("es-ES", "es"), ("fr-CA", "fr"), ("nb-NO", "no"), ("ja", "ja"), ("de", "de"),
+])
+def test_language_takes_the_most_specific_salesforce_code(entra: str, language: str):
+    assert picklist_value("LanguageLocaleKey", entra) == language
+
+
+def test_values_already_valid_or_in_other_fields_are_untouched():
+    assert picklist_value("TimeZoneSidKey", "Europe/Berlin") == "Europe/Berlin"
+    assert picklist_value("Title", "de-DE") == "de-DE"
+    assert picklist_value("LanguageLocaleKey", "en_GB") == "en_GB"
+
+
+def test_normalize_converts_and_falls_back_to_the_mapping_default(caplog):
+    record = {**VALID, "LocaleSidKey": "de-DE", "LanguageLocaleKey": "xx-YY", "TimeZoneSidKey": "Mars/Olympus"}
+    with caplog.at_level(logging.INFO, logger="shared.core.salesforce_rules"):
+        out = normalize_picklists(record, DEFAULTS)
+    assert (out["LocaleSidKey"], out["LanguageLocaleKey"], out["TimeZoneSidKey"]) == ("de_DE", "en_US", "America/Los_Angeles")
+    assert "LanguageLocaleKey" in caplog.text and "xx-YY" not in caplog.text  # the field, not the value
+    assert record["LocaleSidKey"] == "de-DE"  # the input is not changed
+
+
+def test_normalize_keeps_an_invalid_value_without_a_valid_default_for_the_check():
+    out = normalize_picklists({"EmailEncodingKey": "EBCDIC"}, {"EmailEncodingKey": "also-bad"})
+    assert out == {"EmailEncodingKey": "EBCDIC"}
+    error = check_user_record({**VALID, **out}, creating=True)
+    assert error is not None and error.code == "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"
+    assert error.fields == ("EmailEncodingKey",) and "EmailEncodingKey" in error.message and "EBCDIC" in error.message
+
+
+def test_a_complete_record_passes():
+    assert check_user_record(VALID, creating=True) is None
+    assert check_user_record({"Id": "005000000000001AAA", "Title": "CTO"}, creating=False) is None
+
+
+def test_create_names_every_missing_required_field():
+    record = {k: v for k, v in VALID.items() if k not in ("Email", "Alias")} | {"LastName": ""}
+    error = check_user_record(record, creating=True)
+    assert isinstance(error, PermanentError) and error.code == "REQUIRED_FIELD_MISSING"
+    assert error.fields == ("LastName", "Email", "Alias")
+    assert "LastName, Email, Alias" in error.message
+
+
+@pytest.mark.parametrize("field", REQUIRED_ON_CREATE)
+def test_each_of_the_nine_fields_is_required_on_create(field: str):
+    error = check_user_record({k: v for k, v in VALID.items() if k != field}, creating=True)
+    assert error is not None and error.fields == (field,)
+
+
+def test_update_only_fails_for_a_required_field_it_clears():
+    assert check_user_record({"Id": "005000000000001AAA", "FirstName": None}, creating=False) is None
+    error = check_user_record({"Id": "005000000000001AAA", "Email": None}, creating=False)
+    assert error is not None and error.code == "REQUIRED_FIELD_MISSING" and error.fields == ("Email",)
+
+
+def test_too_long_names_the_field_and_its_limit_not_the_value():
+    error = check_user_record({**VALID, "Alias": "adelevance"}, creating=True)
+    assert error is not None and error.code == "STRING_TOO_LONG" and error.fields == ("Alias",)
+    assert "Alias" in error.message and "8" in error.message and "adelevance" not in error.message
+    assert check_user_record({**VALID, "Alias": "adelevan"}, creating=True) is None  # exactly the limit
+
+
+def test_invalid_language_is_named_with_its_value():
+    error = check_user_record({"Id": "005000000000001AAA", "LanguageLocaleKey": "de_DE"}, creating=False)
+    assert error is not None and error.code == "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"
+    assert error.fields == ("LanguageLocaleKey",) and "de_DE" in error.message
+
+
+def test_only_licence_exhaustion_is_parked():
+    assert is_parked(PermanentError("LICENSE_LIMIT_EXCEEDED", "License Limit Exceeded", system="salesforce"))
+    assert not is_parked(PermanentError("DUPLICATE_USERNAME", "taken", system="salesforce"))
+    assert not is_parked(TransientError("UNABLE_TO_LOCK_ROW", "locked", system="salesforce"))
