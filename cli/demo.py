@@ -18,6 +18,8 @@ from .provisioning_log import ProvisioningLog, RunSummary
 
 HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
 IDLE_SECONDS = 1.5  # a queue quiet this long counts as drained
+# Retries due later than this (a user parked for want of a licence: hours) are left for a later cycle.
+RETRY_HORIZON_SECONDS = 120.0
 
 
 @dataclass
@@ -39,7 +41,8 @@ def max_concurrent_calls() -> int:
 
 async def run_cycle(stack: LocalStack, on_progress: Callable[[int], None] | None = None,
                     idle_seconds: float = IDLE_SECONDS) -> CycleFigures:
-    """One detect cycle, the queue drained (scheduled retries included), then the dead letters."""
+    """One detect cycle, the queue drained (retries due within RETRY_HORIZON_SECONDS included), then the
+    dead letters."""
     import function_app  # indexing the app is what the worker does at start
 
     functions = registered_functions(function_app.app)
@@ -67,7 +70,8 @@ async def run_cycle(stack: LocalStack, on_progress: Callable[[int], None] | None
                                      max_concurrent_calls=max_concurrent_calls())
         while True:
             await provision.run(idle_seconds=idle_seconds)
-            if not stack.servicebus.scheduled_count(QUEUE) and not stack.servicebus.active_count(QUEUE):
+            due_soon = stack.servicebus.scheduled_count(QUEUE, within_seconds=RETRY_HORIZON_SECONDS)
+            if not due_soon and not stack.servicebus.active_count(QUEUE):
                 break
         notify = QueueTriggerHost(connection, QUEUE, functions["notify_failures"], dead_letter=True, many=True,
                                   max_concurrent_calls=500)

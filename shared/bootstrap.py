@@ -153,7 +153,8 @@ def build_container(settings: Settings) -> Container:
             mapping=mapping,
             profile_priority=settings.profile_priority,
             lease_seconds=settings.LEASE_SECONDS,
-            retry=RetryPolicy(settings.RETRY_MAX_ATTEMPTS, settings.RETRY_BASE_SECONDS, settings.RETRY_MAX_SECONDS),
+            retry=RetryPolicy(settings.RETRY_MAX_ATTEMPTS, settings.RETRY_BASE_SECONDS, settings.RETRY_MAX_SECONDS,
+                              settings.LICENSE_RETRY_SECONDS),
         ),
         safety,
     )

@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     RETRY_MAX_ATTEMPTS: int = Field(6, ge=0, le=20)
     RETRY_BASE_SECONDS: float = Field(30.0, gt=0)
     RETRY_MAX_SECONDS: float = Field(3600.0, gt=0)
+    # LICENSE_LIMIT_EXCEEDED is retried after this long (Entra's escrow waits hours), RETRY_MAX_ATTEMPTS times.
+    LICENSE_RETRY_SECONDS: float = Field(21600.0, gt=0)
     LEASE_SECONDS: float = Field(120.0, gt=0)
     # Accidental-deletion prevention: deactivations beyond either limit within the window are held
     # until an admin releases them (python -m cli release-held). 0 switches a limit off.

@@ -238,6 +238,10 @@ class Entity:
     def scheduled_count(self) -> int:
         return sum(1 for s in self._messages.values() if s.scheduled_for is not None)
 
+    def scheduled_before(self, deadline: float) -> int:
+        """Scheduled messages due by `deadline` (epoch seconds)."""
+        return sum(1 for s in self._messages.values() if s.scheduled_for is not None and s.scheduled_for <= deadline)
+
     @property
     def message_count(self) -> int:
         return len(self._messages)

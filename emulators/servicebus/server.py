@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from typing import Iterable, Iterator
 
 from proton.reactor import ApplicationEvent, Container, EventInjector
@@ -130,9 +131,13 @@ class ServiceBusEmulator:
         with self.namespace.lock:
             return self._entity(queue).locked_count
 
-    def scheduled_count(self, queue: str) -> int:
+    def scheduled_count(self, queue: str, within_seconds: float | None = None) -> int:
+        """Messages scheduled for later; with within_seconds, only those due that soon."""
         with self.namespace.lock:
-            return self._entity(queue).scheduled_count
+            entity = self._entity(queue)
+            if within_seconds is None:
+                return entity.scheduled_count
+            return entity.scheduled_before(time.time() + within_seconds)
 
     def dead_letter_count(self, queue: str) -> int:
         """Messages held by the queue's dead-letter sub-queue, in any state."""

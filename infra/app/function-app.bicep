@@ -148,6 +148,8 @@ var appSettings = {
   RETRY_MAX_ATTEMPTS: '6'
   RETRY_BASE_SECONDS: '30'
   RETRY_MAX_SECONDS: '3600'
+  // LICENSE_LIMIT_EXCEEDED waits for a licence: retried 6 hours later, like Entra's escrow.
+  LICENSE_RETRY_SECONDS: '21600'
   LEASE_SECONDS: '120'
   // Deletion threshold: deactivations beyond it within the window are held for an admin's decision.
   DEACTIVATION_THRESHOLD: '500'

@@ -21,6 +21,7 @@ from ..core.messages import ReconcileMessage
 from ..core.models import AppRole, EntraUserState, FailureRecord, SalesforceUser, UserLink
 from ..core.planning import Operation, index_for_matching, match_by_precedence, out_of_scope_reason, plan_user
 from ..core.ports import Directory, ReconcileQueue, SalesforceOrg, StateStore
+from ..core.salesforce_rules import check_user_record, is_parked, normalize_picklists
 from . import metrics
 from .audit import OperationRecord
 from .batching import Batcher
@@ -36,6 +37,8 @@ class RetryPolicy:
     max_attempts: int = 6
     base_seconds: float = 30.0
     max_seconds: float = 3600.0
+    # LICENSE_LIMIT_EXCEEDED waits for a licence to free up, like the connector's escrow: hours, not seconds.
+    parked_seconds: float = 6 * 3600.0
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Exponential backoff with ±20% jitter, never sooner than the service's Retry-After."""
@@ -145,16 +148,24 @@ class Provisioner:
         if error is None:
             return result
         action = result.operation.action if result.operation else "reconcile"
-        if error.transient and message.attempt < self._config.retry.max_attempts:
-            delay = self._config.retry.delay(message.attempt, error.retry_after)
+        parked, retryable = is_parked(error), _retryable(error)
+        if retryable and message.attempt < self._config.retry.max_attempts:
+            if parked:
+                delay = self._config.retry.parked_seconds
+            else:
+                delay = self._config.retry.delay(message.attempt, error.retry_after)
             await self._queue.send([message.retry()], delay_seconds=delay)
-            log.warning("entra=%s %s failed transiently (%s); retry %d in %.0f s",
-                        message.entra_id, action, error.code, message.attempt + 1, delay)
+            log.warning("entra=%s %s failed %s (%s); retry %d in %.0f s", message.entra_id, action,
+                        "for want of a licence" if parked else "transiently", error.code, message.attempt + 1, delay)
             self._audit(result, message_id, status="retrying")
             return result
         if error.transient:
             error = PermanentError("RetriesExhausted", f"gave up after {message.attempt + 1} attempts; last error "
                                    f"{error.code}: {error.message}", system=error.system)
+        elif parked:  # same code, so the email keeps the licence advice
+            error = PermanentError(error.code, f"{error.message} (still refused after {message.attempt + 1} attempts)",
+                                   system=error.system, fields=error.fields)
+        if retryable:  # reconcile left these to be audited here, once their fate is known
             self._audit(replace(result, error=error), message_id)
         raise MessageFailed(self._record_failure(message_id, message.entra_id, action, error))
 
@@ -180,7 +191,7 @@ class Provisioner:
         return self._batches
 
     async def _reconcile_batch(self, entra_ids: Sequence[str], message_ids: Mapping[str, str]) -> dict[str, UserResult]:
-        # handle_message audits transient failures once it knows whether they are retried or final
+        # handle_message audits transient and parked failures once it knows whether they are retried or final
         results = await self.reconcile(entra_ids, message_ids=message_ids, audit_transient=False)
         return {r.entra_id: r for r in results}
 
@@ -223,9 +234,9 @@ class Provisioner:
         traces = [UserTrace(UserResult(w.entra_id, w.operation, w.error, elapsed_ms), w.state, w.desired,
                             w.scope_reason, w.link, w.current) for w in work.values()]
         for r in (t.result for t in traces):
-            if apply and (audit_transient or not (r.error and r.error.transient)):
-                self._audit(r, (message_ids or {}).get(r.entra_id, ""),
-                            status="retrying" if r.error and r.error.transient else None)
+            retryable = r.error is not None and _retryable(r.error)
+            if apply and (audit_transient or not retryable):
+                self._audit(r, (message_ids or {}).get(r.entra_id, ""), status="retrying" if retryable else None)
         return traces
 
     async def _app_roles(self) -> Mapping[str, AppRole]:
@@ -251,6 +262,7 @@ class Provisioner:
 
     async def _map(self, work: list[_Work]) -> None:
         mapping = self._config.mapping
+        defaults = {f.target: f.default for f in mapping.fields if f.default is not None}
         roles = await self._app_roles() if work else {}
         profile_ids: Mapping[str, str] | None = None
         for w in work:
@@ -272,7 +284,7 @@ class Provisioner:
             except ProvisioningError as exc:
                 w.error = exc
                 continue
-            w.desired = mapped
+            w.desired = normalize_picklists(mapped, defaults)  # Entra's de-DE as Salesforce's de_DE / de
             w.match_values = tuple((f, mapped.get(f)) for f in mapping.matching_fields)
 
     async def _plan(self, work: list[_Work]) -> None:
@@ -304,6 +316,8 @@ class Provisioner:
                 continue
             w.operation = plan_user(w.entra_id, w.desired, w.current, w.link, create_only=create_only,
                                     scope_reason=w.scope_reason or "")
+            if w.operation.is_write:  # a record Salesforce would reject costs no call; dry-run shows it too
+                w.error = check_user_record(w.operation.record, creating=w.operation.action == "create")
 
     async def _apply(self, work: list[_Work]) -> None:
         released: frozenset[str] = frozenset()
@@ -384,3 +398,8 @@ class Provisioner:
             message_id=message_id,
             duration_ms=result.duration_ms,
         ).emit()
+
+
+def _retryable(error: ProvisioningError) -> bool:
+    """Rescheduled rather than dead-lettered: transient, or parked until a licence frees up."""
+    return error.transient or is_parked(error)

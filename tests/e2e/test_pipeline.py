@@ -80,12 +80,15 @@ async def test_first_cycle_provisions_every_in_scope_user_and_reports_failures(s
     failures = first.summary.failures
     assert sum(failures.values()) == first.dead_lettered
     assert stack.servicebus.dead_letter_count("provision-users") == 0  # completed once the digest was accepted
-    assert {"REQUIRED_FIELD_MISSING", "DUPLICATE_USERNAME", "LICENSE_LIMIT_EXCEEDED"} <= set(failures)
+    assert {"REQUIRED_FIELD_MISSING", "DUPLICATE_USERNAME"} <= set(failures)
+    # licence exhaustion parks the user (retried hours later) instead of dead-lettering it
+    assert "LICENSE_LIMIT_EXCEEDED" not in failures and first.summary.outcome["retrying"] > 0
+    assert stack.servicebus.scheduled_count("provision-users") >= first.summary.outcome["retrying"]  # parked, hours away
     assert first.emails == 1
     mail = stack.graph.outbox[0]
-    for connector_code in ("SalesforceRequiredFieldMissing", "SalesforceDuplicateUserName", "SalesforceLicenseLimitExceeded"):
+    for connector_code in ("SalesforceRequiredFieldMissing", "SalesforceDuplicateUserName"):
         assert connector_code in mail.body
-    assert "procure additional licenses" in mail.body and "unique across all" in mail.body
+    assert "SalesforceLicenseLimitExceeded" not in mail.body and "unique across all" in mail.body
 
 
 async def test_unchanged_tenant_makes_zero_salesforce_writes_even_on_full_reconcile(stack: LocalStack):
