@@ -7,12 +7,9 @@ The value sets are a realistic subset (a real org's `describe` is the authority)
 imports them from here so the two never disagree."""
 from __future__ import annotations
 
-import logging
 from typing import Any, Mapping
 
 from .errors import PermanentError, ProvisioningError
-
-log = logging.getLogger(__name__)
 
 REQUIRED_ON_CREATE = (
     "Username",
@@ -122,19 +119,21 @@ def picklist_value(field: str, value: Any) -> Any:
     return value
 
 
-def normalize_picklists(record: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+def normalize_picklists(record: Mapping[str, Any], defaults: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
     """Each restricted picklist value converted; one that is still not valid falls back to the mapping's
-    default for that field (when the default is valid), else stays for `check_user_record` to name."""
+    default for that field (when the default is valid), else stays for `check_user_record` to name.
+    Returns the record and the fields that fell back, for the caller to log."""
     out = dict(record)
+    fell_back: list[str] = []
     for field, allowed in RESTRICTED_PICKLISTS.items():
         if out.get(field) in (None, ""):
             continue
         value = picklist_value(field, out[field])
         if value not in allowed and defaults.get(field) in allowed:
-            log.info("%s: value is not in the restricted picklist; using the mapping's default", field)
             value = defaults[field]
+            fell_back.append(field)
         out[field] = value
-    return out
+    return out, tuple(fell_back)
 
 
 def check_user_record(record: Mapping[str, Any], *, creating: bool) -> PermanentError | None:

@@ -284,8 +284,11 @@ class Provisioner:
             except ProvisioningError as exc:
                 w.error = exc
                 continue
-            w.desired = normalize_picklists(mapped, defaults)  # Entra's de-DE as Salesforce's de_DE / de
-            w.match_values = tuple((f, mapped.get(f)) for f in mapping.matching_fields)
+            w.desired, fell_back = normalize_picklists(mapped, defaults)  # Entra's de-DE as de_DE / de
+            if fell_back:
+                log.info("entra=%s: %s not in the restricted picklist; the mapping's default is used",
+                         w.entra_id, ", ".join(fell_back))
+            w.match_values = tuple((f, w.desired.get(f)) for f in mapping.matching_fields)
 
     async def _plan(self, work: list[_Work]) -> None:
         mapping = self._config.mapping

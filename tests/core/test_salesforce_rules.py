@@ -1,8 +1,6 @@
 """Salesforce's User rules checked before the call, and Entra language tags as picklist values."""
 from __future__ import annotations
 
-import logging
-
 import pytest
 
 from shared.core.errors import PermanentError, TransientError
@@ -44,18 +42,17 @@ def test_values_already_valid_or_in_other_fields_are_untouched():
     assert picklist_value("LanguageLocaleKey", "en_GB") == "en_GB"
 
 
-def test_normalize_converts_and_falls_back_to_the_mapping_default(caplog):
+def test_normalize_converts_and_falls_back_to_the_mapping_default():
     record = {**VALID, "LocaleSidKey": "de-DE", "LanguageLocaleKey": "xx-YY", "TimeZoneSidKey": "Mars/Olympus"}
-    with caplog.at_level(logging.INFO, logger="shared.core.salesforce_rules"):
-        out = normalize_picklists(record, DEFAULTS)
+    out, fell_back = normalize_picklists(record, DEFAULTS)
     assert (out["LocaleSidKey"], out["LanguageLocaleKey"], out["TimeZoneSidKey"]) == ("de_DE", "en_US", "America/Los_Angeles")
-    assert "LanguageLocaleKey" in caplog.text and "xx-YY" not in caplog.text  # the field, not the value
+    assert set(fell_back) == {"LanguageLocaleKey", "TimeZoneSidKey"}  # converted LocaleSidKey did not fall back
     assert record["LocaleSidKey"] == "de-DE"  # the input is not changed
 
 
 def test_normalize_keeps_an_invalid_value_without_a_valid_default_for_the_check():
-    out = normalize_picklists({"EmailEncodingKey": "EBCDIC"}, {"EmailEncodingKey": "also-bad"})
-    assert out == {"EmailEncodingKey": "EBCDIC"}
+    out, fell_back = normalize_picklists({"EmailEncodingKey": "EBCDIC"}, {"EmailEncodingKey": "also-bad"})
+    assert out == {"EmailEncodingKey": "EBCDIC"} and fell_back == ()
     error = check_user_record({**VALID, **out}, creating=True)
     assert error is not None and error.code == "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"
     assert error.fields == ("EmailEncodingKey",) and "EmailEncodingKey" in error.message and "EBCDIC" in error.message

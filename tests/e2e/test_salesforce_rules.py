@@ -4,6 +4,7 @@ values, a user without mail failing with no Salesforce write, and licence exhaus
 from __future__ import annotations
 
 import contextlib
+import logging
 from functools import partial
 from pathlib import Path
 from typing import AsyncIterator, Iterator
@@ -59,12 +60,16 @@ def dead_letters(stack: LocalStack) -> int:
     return len(stack.servicebus.messages_seen(QUEUE, dead_letter=True))
 
 
-async def test_language_tags_arrive_as_salesforce_picklist_values(stack: LocalStack):
+async def test_language_tags_arrive_as_salesforce_picklist_values(stack: LocalStack, caplog):
     german = hire(stack, "Jürgen", "Weber", "Chatter Free User", preferredLanguage="de-DE")
     brazilian = hire(stack, "Ana", "Souza", "Chatter Free User", preferredLanguage="pt-BR")
     arabic = hire(stack, "Layla", "Haddad", "Chatter Free User", preferredLanguage="ar-SA")  # in neither picklist
-    cycle = await run_cycle(stack)
+    with caplog.at_level(logging.INFO, logger="shared.services.provision"):
+        cycle = await run_cycle(stack)
     assert cycle.summary.outcome["created"] == 3 and not cycle.summary.failures
+    # the fallback is logged with the object id and the field names, never the value
+    assert f"entra={arabic}: LocaleSidKey, LanguageLocaleKey not in the restricted picklist" in caplog.text
+    assert "ar-SA" not in caplog.text and "ar_SA" not in caplog.text
     assert {k: sf_user(stack, german)[k] for k in ("LocaleSidKey", "LanguageLocaleKey")} == {
         "LocaleSidKey": "de_DE", "LanguageLocaleKey": "de"}
     assert {k: sf_user(stack, brazilian)[k] for k in ("LocaleSidKey", "LanguageLocaleKey")} == {
