@@ -16,7 +16,7 @@ _GUIDANCE: dict[str, Guidance] = {
         "SalesforceLicenseLimitExceeded",
         "The user could not be created in Salesforce because there are no available licenses for this user. "
         "Either procure additional licenses, or review your user assignments to ensure that the correct users "
-        "are assigned. The user is retried on the next cycle.",
+        "are assigned. The user was retried every LICENSE_RETRY_SECONDS (6 hours by default) before this email.",
     ),
     "DUPLICATE_USERNAME": Guidance(
         "SalesforceDuplicateUserName",
