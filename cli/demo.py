@@ -145,7 +145,8 @@ class DemoPrinter:
         ]
         rows += [(f"  failed: {code}", n) for code, n in s.failures.most_common()]
         rows += [
-            ("transient failures retried", s.transient_retries),
+            ("waiting for a scheduled retry (licences, throttling)", s.outcome["retrying"]),
+            ("retries scheduled", s.transient_retries),
             ("dead-lettered messages", c.dead_lettered),
             ("failure digest emails", c.emails),
             ("Salesforce API calls (writes)", f"{c.salesforce_calls} ({c.salesforce_writes})"),
