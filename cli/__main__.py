@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("check", help="test the connection to Graph and Salesforce")
     plan = sub.add_parser("plan", help="dry run: what would be created, updated, deactivated (read-only)")
     plan.add_argument("--json", action="store_true")
+    relink = sub.add_parser("relink", help="link an Entra user to a given Salesforce user (then reconcile it)")
+    relink.add_argument("--entra-id", required=True)
+    relink.add_argument("--salesforce-id", required=True)
     sync = sub.add_parser("sync", help="one detect-and-provision pass without Service Bus")
     sync.add_argument("--json", action="store_true")
     from . import safety_commands
@@ -104,6 +107,18 @@ def main(argv: list[str] | None = None) -> int:
             for r in results:
                 print(f"{'OK  ' if r.ok else 'FAIL'} {r.step}: {r.detail}")
             return 0 if all(r.ok for r in results) else 1
+        if args.command == "relink":
+            from shared.core.errors import ProvisioningError
+
+            from .operations import relink as relink_user
+
+            try:
+                link = asyncio.run(_with_container(lambda c: relink_user(c, args.entra_id, args.salesforce_id)))
+            except ProvisioningError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            print(f"linked entra={link.entra_id} to sf={link.salesforce_id}; the next cycle (or `sync`) reconciles it")
+            return 0
         if args.command in ("held", "release-held", "reject-held"):
             from shared.services.safety import UnknownHold
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from datetime import datetime, timezone
+
 from shared.bootstrap import Container
-from shared.core.messages import ReconcileMessage
+from shared.core.errors import PermanentError
+from shared.core.messages import ReconcileMessage, is_object_id
+from shared.core.models import UserLink
 from shared.services.provision import UserResult
 
 BATCH = 200  # users per reconcile batch: one SOQL query and ≤1 create + ≤1 update call
@@ -73,3 +77,18 @@ async def sync(container: Container) -> list[UserResult]:
     for start in range(0, len(ids), BATCH):
         results += await container.provisioner.reconcile(ids[start:start + BATCH])
     return results
+
+
+async def relink(container: Container, entra_id: str, salesforce_id: str) -> UserLink:
+    """Link an Entra user to a given Salesforce user, for when a matching value changed and the sticky
+    link (or the matching attributes) would otherwise pick the wrong account. The next reconcile of the
+    user brings that Salesforce user in line."""
+    if not is_object_id(entra_id):
+        raise PermanentError("InvalidEntraId", f"{entra_id!r} is not an Entra object id", system="cli")
+    found = await container.org.find_users(["Id", "Username"], ids=[salesforce_id])
+    if not found:
+        raise PermanentError("SalesforceUserNotFound", f"no Salesforce user with id {salesforce_id}", system="cli")
+    link = UserLink(entra_id.lower(), found[0].id, last_outcome="relinked",
+                    updated_at=datetime.now(timezone.utc).isoformat())
+    container.state.put_link(link)
+    return link

@@ -53,3 +53,25 @@ def test_bad_settings_exit_2_with_every_problem_named(stack: LocalStack, capsys,
     err = capsys.readouterr().err
     assert "SALESFORCE_CONSUMER_KEY" in err and "SALESFORCE_PRIVATE_KEY" in err and "NOTIFY_RECIPIENTS" in err
     assert "dev-graph-token" not in err  # values are never printed
+
+
+def test_relink_points_a_user_at_another_salesforce_account_which_sync_then_updates(stack: LocalStack, capsys):
+    user_id = stack.tenant.add_user(userPrincipalName="marta.relink@contoso.com", mail="marta.relink@contoso.com",
+                                    givenName="Marta", surname="Relink", displayName="Marta Relink",
+                                    accountEnabled=True)
+    stack.tenant.assign(stack.demo.service_principal_id, user_id, stack.demo.app_role_ids["Chatter Free User"])
+    upn = stack.tenant.find_user(user_id)["userPrincipalName"]
+    legacy = stack.org.create_user({
+        "Username": "renamed.legacy@contoso-old.com", "LastName": "Old", "Email": "old@contoso-old.com", "Alias": "old",
+        "TimeZoneSidKey": "America/Los_Angeles", "LocaleSidKey": "en_US", "EmailEncodingKey": "ISO-8859-1",
+        "LanguageLocaleKey": "en_US", "ProfileId": stack.org.profile_id("Chatter Free User"),
+    })
+    assert main(["relink", "--entra-id", user_id, "--salesforce-id", legacy]) == 0
+    assert main(["relink", "--entra-id", user_id, "--salesforce-id", "005000000000000AAA"]) == 2
+    assert main(["relink", "--entra-id", "not-a-guid", "--salesforce-id", legacy]) == 2
+    capsys.readouterr()
+    stack.tenant.update_user(user_id, surname="Relinked")
+    main(["sync", "--json"])
+    relinked = stack.org.get_user(legacy)
+    assert relinked["Username"].lower() == upn.lower() and relinked["LastName"] == "Relinked"
+    assert sum(1 for u in stack.org.users() if u["Username"].lower() == upn.lower()) == 1
