@@ -1,4 +1,4 @@
-"""python -m cli {demo,check,plan,sync,held,release-held,reject-held}: local work on the provisioning engine."""
+"""python -m cli {demo,check,plan,sync,relink,unlink,held,release-held,reject-held}: local work on the provisioning engine."""
 from __future__ import annotations
 
 import argparse
@@ -73,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     relink = sub.add_parser("relink", help="link an Entra user to a given Salesforce user (then reconcile it)")
     relink.add_argument("--entra-id", required=True)
     relink.add_argument("--salesforce-id", required=True)
+    relink.add_argument("--force", action="store_true",
+                        help="move the Salesforce user's link from the Entra user it is linked to now")
+    unlink = sub.add_parser("unlink", help="forget an Entra user's link, so its next reconcile matches afresh")
+    unlink.add_argument("--entra-id", required=True)
     sync = sub.add_parser("sync", help="one detect-and-provision pass without Service Bus")
     sync.add_argument("--json", action="store_true")
     from . import safety_commands
@@ -113,11 +117,28 @@ def main(argv: list[str] | None = None) -> int:
             from .operations import relink as relink_user
 
             try:
-                link = asyncio.run(_with_container(lambda c: relink_user(c, args.entra_id, args.salesforce_id)))
+                link = asyncio.run(_with_container(
+                    lambda c: relink_user(c, args.entra_id, args.salesforce_id, force=args.force)))
             except ProvisioningError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
             print(f"linked entra={link.entra_id} to sf={link.salesforce_id}; the next cycle (or `sync`) reconciles it")
+            return 0
+        if args.command == "unlink":
+            from shared.core.errors import ProvisioningError
+
+            from .operations import unlink as unlink_user
+
+            try:
+                removed = asyncio.run(_with_container(lambda c: unlink_user(c, args.entra_id)))
+            except ProvisioningError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            if removed is None:
+                print(f"entra={args.entra_id.lower()} had no link; nothing to do")
+            else:
+                print(f"unlinked entra={removed.entra_id} from sf={removed.salesforce_id}; the Salesforce user is "
+                      "unchanged, and the next cycle (or `sync`) matches the Entra user afresh")
             return 0
         if args.command in ("held", "release-held", "reject-held"):
             from shared.services.safety import UnknownHold

@@ -79,16 +79,38 @@ async def sync(container: Container) -> list[UserResult]:
     return results
 
 
-async def relink(container: Container, entra_id: str, salesforce_id: str) -> UserLink:
+async def relink(container: Container, entra_id: str, salesforce_id: str, *, force: bool = False) -> UserLink:
     """Link an Entra user to a given Salesforce user, for when a matching value changed and the sticky
     link (or the matching attributes) would otherwise pick the wrong account. The next reconcile of the
-    user brings that Salesforce user in line."""
+    user brings that Salesforce user in line. A Salesforce user already linked to another Entra user is
+    refused (two Entra users would overwrite each other's changes) unless `force` moves the link."""
     if not is_object_id(entra_id):
         raise PermanentError("InvalidEntraId", f"{entra_id!r} is not an Entra object id", system="cli")
     found = await container.org.find_users(["Id", "Username"], ids=[salesforce_id])
     if not found:
         raise PermanentError("SalesforceUserNotFound", f"no Salesforce user with id {salesforce_id}", system="cli")
-    link = UserLink(entra_id.lower(), found[0].id, last_outcome="relinked",
-                    updated_at=datetime.now(timezone.utc).isoformat())
+    entra_id = entra_id.lower()
+    others = [link for link in container.state.links_to_salesforce_user(found[0].id) if link.entra_id != entra_id]
+    if others and not force:
+        raise PermanentError(
+            "SalesforceUserAlreadyLinked",
+            f"Salesforce user {found[0].id} is already linked to Entra user {others[0].entra_id}; refusing to link "
+            f"it to {entra_id} as well (use --force to move the link, or `unlink --entra-id {others[0].entra_id}`)",
+            system="cli",
+        )
+    for other in others:
+        container.state.delete_link(other.entra_id)
+    link = UserLink(entra_id, found[0].id, last_outcome="relinked", updated_at=datetime.now(timezone.utc).isoformat())
     container.state.put_link(link)
+    return link
+
+
+async def unlink(container: Container, entra_id: str) -> UserLink | None:
+    """Forget an Entra user's sticky link, so its next reconcile matches it afresh by the matching
+    attributes. The Salesforce user is not touched. Returns the link that was removed (None: there was none)."""
+    if not is_object_id(entra_id):
+        raise PermanentError("InvalidEntraId", f"{entra_id!r} is not an Entra object id", system="cli")
+    link = container.state.get_link(entra_id)
+    if link is not None:
+        container.state.delete_link(entra_id)
     return link

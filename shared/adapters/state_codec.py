@@ -98,6 +98,11 @@ def link_values(link: UserLink) -> dict[str, Any]:
     return values
 
 
+def salesforce_key(salesforce_id: str) -> str:
+    """The case-sensitive 15-character form of a Salesforce id: the 18-character form only adds a checksum."""
+    return required_text("Salesforce user id", salesforce_id)[:15]
+
+
 def link_from(values: Mapping[str, Any]) -> UserLink:
     """Absent or null values take the model's defaults (Table Storage does not store nulls)."""
     return UserLink(**{name: values[name] for name in LINK_FIELDS if values.get(name) is not None})

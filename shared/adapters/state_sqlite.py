@@ -34,6 +34,7 @@ from .state_codec import (
     link_values,
     object_key,
     required_text,
+    salesforce_key,
     utc_now,
     window_grant,
 )
@@ -114,6 +115,18 @@ class SqliteStateStore:
 
     def put_link(self, link: UserLink) -> None:
         self._replace_row("links", link_values(link))
+
+    def delete_link(self, entra_id: str) -> bool:
+        with self._transaction() as db:
+            return db.execute("DELETE FROM links WHERE entra_id = ?", (object_key(entra_id),)).rowcount > 0
+
+    def links_to_salesforce_user(self, salesforce_id: str) -> list[UserLink]:
+        with self._errors(), self._lock:
+            rows = self._db.execute(
+                f"SELECT {', '.join(LINK_FIELDS)} FROM links WHERE substr(salesforce_id, 1, 15) = ? ORDER BY entra_id",
+                (salesforce_key(salesforce_id),),
+            ).fetchall()
+        return [link_from(dict(zip(LINK_FIELDS, row))) for row in rows]
 
     # leases
     def claim(self, key: str, owner: str, ttl_seconds: float) -> bool:

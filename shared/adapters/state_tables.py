@@ -43,6 +43,7 @@ from .state_codec import (
     link_values,
     object_key,
     required_text,
+    salesforce_key,
     utc_now,
     window_grant,
 )
@@ -179,6 +180,24 @@ class TableStateStore:
     def put_link(self, link: UserLink) -> None:
         values = link_values(link)
         self._put(self._table("Links"), values["entra_id"], values)
+
+    @_translate_errors
+    def delete_link(self, entra_id: str) -> bool:
+        key = object_key(entra_id)
+        table = self._table("Links")
+        if self._get(table, _bucket(key), encode_key(key)) is None:
+            return False
+        table.delete_entity(_bucket(key), encode_key(key))
+        return True
+
+    @_translate_errors
+    def links_to_salesforce_user(self, salesforce_id: str) -> list[UserLink]:
+        # Ids are letters and digits, so every id starting with the 15-character key sorts below key + "~".
+        key = salesforce_key(salesforce_id)
+        entities = self._table("Links").query_entities(
+            "salesforce_id ge @low and salesforce_id lt @high", parameters={"low": key, "high": key + "~"})
+        links = [link_from(entity) for entity in entities if entity["salesforce_id"][:15] == key]
+        return sorted(links, key=lambda link: link.entra_id)
 
     # leases
     @_translate_errors

@@ -122,6 +122,14 @@ class StateStore(Protocol):
     def put_link(self, link: UserLink) -> None:
         ...
 
+    def delete_link(self, entra_id: str) -> bool:
+        """Forget the user's sticky link, so its next reconcile matches afresh; False if it had none."""
+        ...
+
+    def links_to_salesforce_user(self, salesforce_id: str) -> list[UserLink]:
+        """The links that point at this Salesforce user (15- or 18-character id; a scan, for admin commands)."""
+        ...
+
     def claim(self, key: str, owner: str, ttl_seconds: float) -> bool:
         """Take a short lease on key (e.g. an Entra id) for owner; False while someone else holds an
         unexpired lease. Used so two concurrent messages for one user never create two Salesforce users."""

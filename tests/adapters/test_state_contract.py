@@ -190,6 +190,26 @@ def test_links_round_trip_every_field_and_overwrite(store: StateStore) -> None:
     assert store.get_link(entra_id) == full
 
 
+def test_delete_link_forgets_only_that_user(store: StateStore) -> None:
+    kept, dropped = UserLink(guid(), "005000000000001AAA"), UserLink(guid(), "005000000000002AAA")
+    store.put_link(kept)
+    store.put_link(dropped)
+    assert store.delete_link(dropped.entra_id.upper()) is True
+    assert store.get_link(dropped.entra_id) is None and store.get_link(kept.entra_id) == kept
+    assert store.delete_link(dropped.entra_id) is False
+
+
+def test_links_to_a_salesforce_user_by_15_or_18_character_id(store: StateStore) -> None:
+    first, second = sorted([guid(), guid()])
+    store.put_link(UserLink(first, "005Ab0000000XyZAAA"))
+    store.put_link(UserLink(second, "005Ab0000000XyZ"))  # an older link kept the 15-character form
+    store.put_link(UserLink(guid(), "005Ab0000000XyYAAA"))  # another user
+    store.put_link(UserLink(guid(), "005ab0000000xyzAAA"))  # 15-character ids are case-sensitive: another user
+    for spelling in ("005Ab0000000XyZAAA", "005Ab0000000XyZ"):
+        assert [link.entra_id for link in store.links_to_salesforce_user(spelling)] == [first, second]
+    assert store.links_to_salesforce_user("005000000000009AAA") == []
+
+
 def test_link_without_salesforce_id_is_rejected(store: StateStore) -> None:
     with pytest.raises(ValueError, match="Salesforce user id"):
         store.put_link(UserLink(entra_id=guid(), salesforce_id=""))

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
+import pytest
 import pytest_asyncio
 
 from cli.__main__ import main
 from cli.local_stack import LocalStack, environment, local_stack
+from shared.adapters.state_sqlite import SqliteStateStore
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -75,3 +77,65 @@ def test_relink_points_a_user_at_another_salesforce_account_which_sync_then_upda
     relinked = stack.org.get_user(legacy)
     assert relinked["Username"].lower() == upn.lower() and relinked["LastName"] == "Relinked"
     assert sum(1 for u in stack.org.users() if u["Username"].lower() == upn.lower()) == 1
+
+
+def _assigned_user(stack: LocalStack, name: str) -> str:
+    user_id = stack.tenant.add_user(userPrincipalName=f"{name}@contoso.com", mail=f"{name}@contoso.com",
+                                    givenName=name.title(), surname="Cli", displayName=f"{name.title()} Cli",
+                                    accountEnabled=True)
+    stack.tenant.assign(stack.demo.service_principal_id, user_id, stack.demo.app_role_ids["Chatter Free User"])
+    return user_id
+
+
+@pytest.fixture
+def state(stack: LocalStack) -> Iterator[SqliteStateStore]:
+    """The CLI's state store, read directly to see what the commands did."""
+    with SqliteStateStore(stack.env["STATE_SQLITE_PATH"]) as store:
+        yield store
+
+
+def test_relink_refuses_a_salesforce_user_linked_to_someone_else_unless_forced(stack: LocalStack, state, capsys):
+    owner, newcomer = _assigned_user(stack, "owner.link"), _assigned_user(stack, "newcomer.link")
+    main(["sync", "--json"])
+    capsys.readouterr()
+    owners_account = state.get_link(owner).salesforce_id
+
+    assert main(["relink", "--entra-id", newcomer, "--salesforce-id", owners_account]) == 2
+    err = capsys.readouterr().err
+    assert owner in err and newcomer in err and owners_account in err and "--force" in err
+    assert state.get_link(owner).salesforce_id == owners_account  # nothing changed
+    assert state.get_link(newcomer).salesforce_id != owners_account
+
+    assert main(["relink", "--entra-id", owner, "--salesforce-id", owners_account]) == 0  # its own link: fine
+    assert main(["relink", "--entra-id", newcomer, "--salesforce-id", owners_account, "--force"]) == 0
+    assert state.get_link(newcomer).salesforce_id == owners_account
+    assert state.get_link(owner) is None  # moved, so the owner is matched afresh next time
+
+
+def test_unlink_forgets_the_link_and_the_next_sync_matches_afresh(stack: LocalStack, state, capsys):
+    user_id = _assigned_user(stack, "unlink.me")
+    main(["sync", "--json"])
+    account = state.get_link(user_id).salesforce_id
+    # Someone pointed the user at the wrong account; unlinking lets matching by Username find the right one.
+    wrong = stack.org.create_user({
+        "Username": "wrong.account@contoso-old.com", "LastName": "Wrong", "Email": "wrong@contoso-old.com",
+        "Alias": "wrong", "TimeZoneSidKey": "America/Los_Angeles", "LocaleSidKey": "en_US",
+        "EmailEncodingKey": "ISO-8859-1", "LanguageLocaleKey": "en_US",
+        "ProfileId": stack.org.profile_id("Chatter Free User"),
+    })
+    assert main(["relink", "--entra-id", user_id, "--salesforce-id", wrong]) == 0
+    capsys.readouterr()
+
+    assert main(["unlink", "--entra-id", user_id.upper()]) == 0
+    out = capsys.readouterr().out
+    assert f"unlinked entra={user_id}" in out and wrong in out
+    assert state.get_link(user_id) is None and stack.org.get_user(wrong)["Username"].startswith("wrong.account")
+    assert main(["unlink", "--entra-id", user_id]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert main(["unlink", "--entra-id", "not-a-guid"]) == 2
+
+    stack.tenant.update_user(user_id, surname="Matched")
+    main(["sync", "--json"])
+    assert state.get_link(user_id).salesforce_id == account
+    assert stack.org.get_user(account)["LastName"] == "Matched"
+    assert stack.org.get_user(wrong)["LastName"] == "Wrong"
