@@ -1,4 +1,4 @@
-"""python -m cli {demo,check,plan,sync,relink,unlink,held,release-held,reject-held}: local work on the provisioning engine."""
+"""python -m cli {demo,check,plan,sync,relink,unlink,import-profiles,held,release-held,reject-held}: local work on the provisioning engine."""
 from __future__ import annotations
 
 import argparse
@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="move the Salesforce user's link from the Entra user it is linked to now")
     unlink = sub.add_parser("unlink", help="forget an Entra user's link, so its next reconcile matches afresh")
     unlink.add_argument("--entra-id", required=True)
+    profiles = sub.add_parser("import-profiles", help="import Salesforce profiles as app roles of the Entra application")
+    profiles.add_argument("--dry-run", action="store_true", help="show what would change; write nothing")
+    profiles.add_argument("--json", action="store_true")
     sync = sub.add_parser("sync", help="one detect-and-provision pass without Service Bus")
     sync.add_argument("--json", action="store_true")
     from . import safety_commands
@@ -139,6 +142,18 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"unlinked entra={removed.entra_id} from sf={removed.salesforce_id}; the Salesforce user is "
                       "unchanged, and the next cycle (or `sync`) matches the Entra user afresh")
+            return 0
+        if args.command == "import-profiles":
+            from shared.core.errors import ProvisioningError
+
+            from .profile_import import print_import
+
+            try:
+                result = asyncio.run(_with_container(lambda c: c.profile_import.run(dry_run=args.dry_run)))
+            except ProvisioningError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            print_import(result, dry_run=args.dry_run, as_json=args.json)
             return 0
         if args.command in ("held", "release-held", "reject-held"):
             from shared.services.safety import UnknownHold

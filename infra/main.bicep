@@ -45,6 +45,8 @@ param subscriptionSchedule string = '0 0 */6 * * *'
 param profilePriority string = ''
 @description('Attribute mapping file deployed with the app (e.g. config/mapping.default.toml), relative to its root; empty: the built-in default mapping.')
 param mappingFile string = ''
+@description('Application object (object id or appId) that Salesforce profiles are imported into as app roles; empty: the one behind the service principal.')
+param salesforceApplicationId string = ''
 param serviceBusQueueName string = 'provision-users'
 
 @minValue(1)
@@ -167,6 +169,7 @@ module functionApp 'app/function-app.bicep' = {
     notifyRecipients: notifyRecipients
     profilePriority: profilePriority
     mappingFile: mappingFile
+    salesforceApplicationId: salesforceApplicationId
   }
   // The app starts resolving Key Vault references and reaching storage as soon as it exists.
   dependsOn: [rbac]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .adapters.graph import GraphDirectory, GraphMailer, StaticTokenCredential, build_graph_client
+from .adapters.graph_applications import GraphApplications
 from .adapters.graph_client import close_graph_client
 from .adapters.graph_subscriptions import GraphSubscriptions
 from .adapters.salesforce import SalesforceRestOrg
@@ -27,6 +28,7 @@ from .core.ports import StateStore
 from .services import metrics
 from .services.change_notifications import ChangeNotificationReceiver
 from .services.detect_changes import ChangeDetector, DetectConfig
+from .services.import_profiles import ProfileRoleImporter
 from .services.notify_failures import FailureNotifier
 from .services.on_demand import OnDemandProvisioner
 from .services.provision import Provisioner, ProvisioningConfig, RetryPolicy
@@ -70,6 +72,12 @@ class Container:
     def on_demand(self) -> OnDemandProvisioner:
         return OnDemandProvisioner(self.directory, self.org, self.provisioner,
                                    self.settings.SALESFORCE_SERVICE_PRINCIPAL_ID)
+
+    @property
+    def profile_import(self) -> ProfileRoleImporter:
+        return ProfileRoleImporter(self.org, GraphApplications(self.graph_client, calls=self.graph_calls),
+                                   service_principal_id=self.settings.SALESFORCE_SERVICE_PRINCIPAL_ID,
+                                   application_id=self.settings.SALESFORCE_APPLICATION_ID or None)
 
     @property
     def subscriptions(self) -> SubscriptionManager | None:

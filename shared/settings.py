@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     GRAPH_DEV_TOKEN: SecretStr | None = None  # emulator only; refused for non-loopback endpoints
     # Required ones are checked in _check, so one error lists every problem at once.
     SALESFORCE_SERVICE_PRINCIPAL_ID: str = ""  # object id of the Salesforce enterprise app's service principal
+    # The application object profiles are imported into as app roles (object id or appId); empty: the
+    # application behind SALESFORCE_SERVICE_PRINCIPAL_ID.
+    SALESFORCE_APPLICATION_ID: str = ""
 
     # Salesforce
     SALESFORCE_AUTH_MODE: Literal["jwt", "client_credentials", "password", "access_token"] = "jwt"

@@ -71,6 +71,7 @@ class DemoTenant:
     taken_usernames: tuple[str, ...]  # UPNs already used as a username in another Salesforce org
     notification_sender: str  # UPN of the mailbox that sends failure notices
     messy: dict[str, frozenset[str]] = field(default_factory=dict)  # kind of mess → user ids
+    application_id: str = ""  # object id of the app registration behind the service principal
 
     def describe(self) -> str:
         return (
@@ -188,6 +189,8 @@ def seed_demo_tenant(tenant: Tenant, users: int = 1200, seed: int = 7) -> DemoTe
         taken_usernames=taken,
         notification_sender=sender,
         messy=messy_ids,
+        # Derived, not drawn from rng, so the ids of everything seeded before stay as they were.
+        application_id=tenant.add_application(sp, id=str(uuid.uuid5(uuid.UUID(sp), "application"))),
     )
 
 

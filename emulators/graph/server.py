@@ -33,11 +33,12 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from . import delta
+from .applications import parse_app_roles
 from .batch import BatchFormatError, BatchSender
 from .faults import FaultPlan, FaultRule
 from .mail import SentMail, parse_send_mail
 from .subscriptions import EmulatedSubscriptions, SubscriptionError
-from .tenant import Tenant
+from .tenant import AppRoleUpdateRefused, Tenant
 
 API_VERSION = "/v1.0"
 DEFAULT_TOKEN = "dev-graph-token"
@@ -104,6 +105,8 @@ class GraphEmulator:
             ("users.get", "GET", r"/users/(?P<id>[^/]+)", self._user),
             ("servicePrincipals.appRoleAssignedTo", "GET", _SP + r"/appRoleAssignedTo", self._assigned_to),
             ("servicePrincipals.get", "GET", _SP, self._service_principal),
+            ("applications.get", "GET", _APP, self._application),
+            ("applications.update", "PATCH", _APP, self._update_application),
             ("groups.members", "GET", r"/groups/(?P<id>[^/]+)/members(?:/(?:microsoft\.)?graph\.(?P<cast>user|group))?",
              self._group_members),
             ("subscriptions.create", "POST", r"/subscriptions", lambda request, _: subs.create(request)),
@@ -329,6 +332,29 @@ class GraphEmulator:
         return web.json_response({"@odata.context": f"{_origin(request)}{API_VERSION}/$metadata#servicePrincipals/$entity",
                                   **sp})
 
+    async def _application(self, request: web.Request, match: re.Match[str]) -> web.Response:
+        app = self._find_application(match).to_json()
+        select = _split(request.query.get("$select"))
+        if select:
+            app = {name: app.get(name) for name in ("id", *select)}
+        return web.json_response({"@odata.context": f"{_origin(request)}{API_VERSION}/$metadata#applications/$entity",
+                                  **app})
+
+    async def _update_application(self, request: web.Request, match: re.Match[str]) -> web.Response:
+        app = self._find_application(match)
+        try:
+            roles = parse_app_roles(await request.json())
+        except ValueError as exc:  # includes a body that is not JSON
+            raise GraphHTTPError(400, "Request_BadRequest", str(exc) or "Invalid JSON body.") from None
+        try:
+            self.tenant.replace_app_roles(app.id, roles)
+        except AppRoleUpdateRefused as exc:
+            raise GraphHTTPError(400, exc.code, str(exc)) from None
+        return web.Response(status=204)
+
+    def _find_application(self, match: re.Match[str]) -> Any:
+        return _by_id_or_app_id(match, self.tenant.application)
+
     async def _assigned_to(self, request: web.Request, match: re.Match[str]) -> web.Response:
         sp = self._find_service_principal(match)
         if "$filter" in request.query:
@@ -336,12 +362,7 @@ class GraphEmulator:
         return self._paged(request, [a.to_json() for a in self.tenant.assigned_to(sp.id)], "appRoleAssignments")
 
     def _find_service_principal(self, match: re.Match[str]) -> Any:
-        key = match["id"] or match["app_id"]
-        try:
-            return self.tenant.service_principal(key, by_app_id=match["id"] is None)
-        except KeyError:
-            raise GraphHTTPError(404, "Request_ResourceNotFound", f"Resource '{key}' does not exist or one of its "
-                                 "queried reference-property objects are not present.") from None
+        return _by_id_or_app_id(match, self.tenant.service_principal)
 
     async def _group_members(self, request: web.Request, match: re.Match[str]) -> web.Response:
         if not self.tenant.has_group(match["id"]):
@@ -377,6 +398,7 @@ class GraphEmulator:
 
 _QUERY_SAFE = "$,'()"
 _SP = r"/servicePrincipals(?:/(?P<id>[^/()]+)|\(appId='(?P<app_id>[^']+)'\))"
+_APP = r"/applications(?:/(?P<id>[^/()]+)|\(appId='(?P<app_id>[^']+)'\))"
 
 
 def error_response(request: web.Request, status: int, code: str, message: str,
@@ -389,6 +411,16 @@ def error_response(request: web.Request, status: int, code: str, message: str,
     }
     return web.json_response({"error": {"code": code, "message": message, "innerError": inner}}, status=status,
                              headers=dict(headers or {}))
+
+
+def _by_id_or_app_id(match: re.Match[str], find: Callable[..., Any]) -> Any:
+    """The object a `/things/{id}` or `/things(appId='...')` path names, or Graph's 404."""
+    key = match["id"] or match["app_id"]
+    try:
+        return find(key, by_app_id=match["id"] is None)
+    except KeyError:
+        raise GraphHTTPError(404, "Request_ResourceNotFound", f"Resource '{key}' does not exist or one of its "
+                             "queried reference-property objects are not present.") from None
 
 
 def _origin(request: web.Request) -> str:

@@ -13,7 +13,7 @@ import base64
 import random
 import threading
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Iterable, Literal
 
@@ -46,16 +46,48 @@ class AppRoleRecord:
     display_name: str
     value: str | None
     is_enabled: bool = True
+    description: str | None = None  # None: the display name, as the portal fills it in
+    allowed_member_types: tuple[str, ...] = ("User",)
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "allowedMemberTypes": ["User"],
-            "description": self.display_name,
+            "allowedMemberTypes": list(self.allowed_member_types),
+            "description": self.display_name if self.description is None else self.description,
             "displayName": self.display_name,
             "id": self.id,
             "isEnabled": self.is_enabled,
             "origin": "Application",
             "value": self.value,
+        }
+
+    def same_definition(self, other: "AppRoleRecord") -> bool:
+        return self.to_json() == other.to_json()
+
+
+class AppRoleUpdateRefused(ValueError):
+    """A PATCH of appRoles that Graph refuses (HTTP 400), with Graph's error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(slots=True)
+class Application:
+    """An app registration. Its app roles are the ones its service principal shows (one shared list)."""
+
+    id: str
+    app_id: str
+    display_name: str
+    service_principal: "ServicePrincipal"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "appId": self.app_id,
+            "displayName": self.display_name,
+            "signInAudience": "AzureADMyOrg",
+            "appRoles": [role.to_json() for role in self.service_principal.app_roles],
         }
 
 
@@ -115,6 +147,7 @@ class Tenant:
         self._hard_deleted: set[str] = set()
         self._groups: dict[str, Group] = {}
         self._service_principals: dict[str, ServicePrincipal] = {}
+        self._applications: dict[str, Application] = {}
         self._assignments: dict[str, Assignment] = {}
         self._changes: list[UserChangeRecord] = []
 
@@ -258,6 +291,7 @@ class Tenant:
             or object_id in self._soft_deleted
             or object_id in self._groups
             or object_id in self._service_principals
+            or object_id in self._applications
         )
 
     # ----- groups -----------------------------------------------------------------------------
@@ -346,6 +380,50 @@ class Tenant:
             if sp is None:
                 raise KeyError(f"no service principal {id_or_app_id}")
             return sp
+
+    def add_application(self, service_principal_id: str, *, id: str | None = None) -> str:
+        """Register the application object behind a service principal (same appId); returns its object id."""
+        with self.lock:
+            sp = self.service_principal(service_principal_id)
+            app_id = (id or self.new_id()).lower()
+            if self._exists(app_id) or any(a.app_id == sp.app_id for a in self._applications.values()):
+                raise ValueError(f"object {app_id} or an application for appId {sp.app_id} already exists")
+            self._applications[app_id] = Application(app_id, sp.app_id, sp.display_name, sp)
+            return app_id
+
+    def application(self, id_or_app_id: str, *, by_app_id: bool = False) -> Application:
+        with self.lock:
+            key = id_or_app_id.lower()
+            app = (next((a for a in self._applications.values() if a.app_id == key), None) if by_app_id
+                   else self._applications.get(key))
+            if app is None:
+                raise KeyError(f"no application {id_or_app_id}")
+            return app
+
+    def replace_app_roles(self, application_id: str, roles: list[AppRoleRecord]) -> None:
+        """PATCH appRoles: the list replaces the whole collection, with Graph's rules. A role that is
+        removed or changed must have been disabled by an earlier update (assignments may still use it);
+        ids and values are unique. Raises AppRoleUpdateRefused and changes nothing then."""
+        with self.lock:
+            app = self.application(application_id)
+            ids = [role.id for role in roles]
+            if len(set(ids)) != len(ids):
+                raise AppRoleUpdateRefused("Request_BadRequest", "Two app roles have the same id.")
+            values = [role.value.casefold() for role in roles if role.value]
+            if len(set(values)) != len(values):
+                raise AppRoleUpdateRefused("Request_BadRequest",
+                                           "Property 'value' of app roles must be unique; a value is used twice.")
+            wanted = {role.id: role for role in roles}
+            for current in app.service_principal.app_roles:
+                if not current.is_enabled:
+                    continue
+                new = wanted.get(current.id)
+                if new is None or not (new.same_definition(current)
+                                       or (not new.is_enabled and new.same_definition(replace(current, is_enabled=False)))):
+                    raise AppRoleUpdateRefused("CannotDeleteOrUpdateEnabledEntitlement",
+                                               "Permission (scope or role) cannot be deleted or updated unless "
+                                               "disabled first.")
+            app.service_principal.app_roles[:] = roles
 
     def assign(self, service_principal_id: str, principal_id: str, app_role_id: str) -> str:
         """Grant an app role of the service principal to a user or a group; returns the assignment id."""

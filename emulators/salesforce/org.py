@@ -81,11 +81,20 @@ class UsernameRegistry:
             return self._owners.get(username.casefold())
 
 
+# Profile.UserType, the category of each licence the emulator knows; any other licence is Standard.
+LICENSE_USER_TYPES = {"Chatter Free": "CsnOnly", "Customer Community": "CspLitePortal",
+                      "Partner Community": "PowerPartner", "Guest User License": "Guest"}
+
+
 @dataclass(frozen=True)
 class Profile:
     id: str
     name: str
     license: str
+
+    def record(self) -> dict[str, Any]:
+        return {"Id": self.id, "Name": self.name, "UserLicenseId": None,
+                "UserType": LICENSE_USER_TYPES.get(self.license, "Standard")}
 
 
 @dataclass(frozen=True)
@@ -159,6 +168,19 @@ class EmulatedOrg:
             profile = Profile(salesforce_id("00e", self._pod, next(self._numbers)), name, license)
             self._profiles[profile.id[:15]] = profile
             return profile.id
+
+    def rename_profile(self, profile_id: str, name: str) -> None:
+        with self._lock:
+            profile = self._profiles[str(profile_id)[:15]]
+            self._profiles[profile.id[:15]] = Profile(profile.id, name, profile.license)
+
+    def delete_profile(self, profile_id: str) -> None:
+        """As Setup does: a profile that users still have cannot be deleted."""
+        with self._lock:
+            key = str(profile_id)[:15]
+            if any(str(u["ProfileId"])[:15] == key for u in self._users.values()):
+                raise ValueError("a profile assigned to users cannot be deleted")
+            del self._profiles[key]
 
     def profile_id(self, name: str) -> str:
         with self._lock:
@@ -251,16 +273,13 @@ class EmulatedOrg:
             if parsed.sobject == "User":
                 source = list(self._users.values())
             else:
-                source = [
-                    {"Id": p.id, "Name": p.name, "UserLicenseId": None, "UserType": "Standard"}
-                    for p in self._profiles.values()
-                ]
+                source = [p.record() for p in self._profiles.values()]
             return parsed.sobject, parsed.run(source)
 
     def get_profile(self, profile_id: str) -> dict[str, Any] | None:
         with self._lock:
             profile = self._profiles.get(str(profile_id)[:15])
-            return {"Id": profile.id, "Name": profile.name, "UserType": "Standard"} if profile else None
+            return profile.record() if profile else None
 
     # -- sessions
     def expire_session(self, requests: int = 1) -> None:

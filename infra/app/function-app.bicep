@@ -35,6 +35,7 @@ param notifySender string
 param notifyRecipients string
 param profilePriority string
 param mappingFile string
+param salesforceApplicationId string
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
@@ -145,6 +146,7 @@ var appSettings = {
   LIFECYCLE_NOTIFICATION_URL: '@Microsoft.KeyVault(SecretUri=${secretUri}/graph-lifecycle-notification-url/)'
   PROFILE_PRIORITY: profilePriority
   MAPPING_FILE: mappingFile
+  SALESFORCE_APPLICATION_ID: salesforceApplicationId
   RETRY_MAX_ATTEMPTS: '6'
   RETRY_BASE_SECONDS: '30'
   RETRY_MAX_SECONDS: '3600'

@@ -20,7 +20,8 @@ from simple_salesforce.exceptions import SalesforceAuthenticationFailed, Salesfo
 from simple_salesforce.format import quote_soql_value
 
 from shared.core.errors import ProvisioningError, SessionExpired, salesforce_error
-from shared.core.models import SalesforceUser
+from shared.core.models import SalesforceProfile, SalesforceUser
+from shared.core.profile_roles import ASSIGNABLE_USER_TYPES
 from shared.core.ports import RecordResult
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,13 @@ class SalesforceRestOrg:
                 records = await self._run(lambda client: self._query_all(client, "SELECT Id, Name FROM Profile"))
                 self._profiles = {r["Name"]: r["Id"] for r in records}
         return dict(self._profiles)
+
+    async def assignable_profiles(self) -> list[SalesforceProfile]:
+        """Profiles whose licence category fits a user created without a Contact (ProfileCatalog port)."""
+        soql = format_soql("SELECT Id, Name, UserType FROM Profile WHERE UserType IN {} ORDER BY Name",
+                           list(ASSIGNABLE_USER_TYPES))
+        records = await self._run(lambda client: self._query_all(client, soql))
+        return [SalesforceProfile(r["Id"], r["Name"], r["UserType"]) for r in records]
 
     async def create_users(self, records: Sequence[Mapping[str, Any]]) -> list[RecordResult]:
         return await self._write("POST", records)

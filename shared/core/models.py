@@ -31,6 +31,37 @@ class AppRole:
 
 
 @dataclass(frozen=True, slots=True)
+class AppRoleDefinition:
+    """An app role as the application object defines it: every property a PATCH of appRoles sends back
+    (the collection is replaced whole, so roles this app does not manage must round-trip unchanged)."""
+
+    id: str
+    display_name: str
+    value: str | None
+    description: str | None
+    allowed_member_types: tuple[str, ...]
+    is_enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EntraApplication:
+    """The application object (app registration) behind the Salesforce enterprise app."""
+
+    object_id: str
+    app_id: str
+    app_roles: tuple[AppRoleDefinition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SalesforceProfile:
+    """A Salesforce profile: `user_type` is the category of its user licence (Standard, CsnOnly, ...)."""
+
+    id: str
+    name: str
+    user_type: str
+
+
+@dataclass(frozen=True, slots=True)
 class AppRoleAssignment:
     """One row of the service principal's appRoleAssignedTo."""
 

@@ -12,10 +12,13 @@ from .messages import ReconcileMessage
 from .models import (
     AppRole,
     AppRoleAssignment,
+    AppRoleDefinition,
     DeltaPage,
+    EntraApplication,
     EntraUserState,
     FailureRecord,
     GraphSubscription,
+    SalesforceProfile,
     SalesforceUser,
     SubscriptionRequest,
     UserLink,
@@ -89,6 +92,26 @@ class SalesforceOrg(Protocol):
 
     async def update_users(self, records: Sequence[Mapping[str, Any]]) -> list[RecordResult]:
         """composite/sobjects PATCH; each record carries its Id."""
+        ...
+
+
+class ProfileCatalog(Protocol):
+    """The Salesforce profiles that can be imported as app roles."""
+
+    async def assignable_profiles(self) -> list[SalesforceProfile]:
+        """Profiles a user this app creates can have (internal users: Standard and Chatter licences)."""
+        ...
+
+
+class ApplicationRoles(Protocol):
+    """The appRoles of the Salesforce app's application object (Graph /applications)."""
+
+    async def find_application(self, application_id: str | None, service_principal_id: str) -> EntraApplication:
+        """By object id or appId; None: the application behind the service principal."""
+        ...
+
+    async def replace_app_roles(self, object_id: str, roles: Sequence[AppRoleDefinition]) -> None:
+        """PATCH the whole appRoles collection (Graph replaces it)."""
         ...
 
 
