@@ -325,20 +325,10 @@ class GraphEmulator:
 
     # ----- service principals and groups --------------------------------------------------------
     async def _service_principal(self, request: web.Request, match: re.Match[str]) -> web.Response:
-        sp = self._find_service_principal(match).to_json()
-        select = _split(request.query.get("$select"))
-        if select:
-            sp = {name: sp.get(name) for name in ("id", *select)}
-        return web.json_response({"@odata.context": f"{_origin(request)}{API_VERSION}/$metadata#servicePrincipals/$entity",
-                                  **sp})
+        return _entity(request, "servicePrincipals", self._find_service_principal(match).to_json())
 
     async def _application(self, request: web.Request, match: re.Match[str]) -> web.Response:
-        app = self._find_application(match).to_json()
-        select = _split(request.query.get("$select"))
-        if select:
-            app = {name: app.get(name) for name in ("id", *select)}
-        return web.json_response({"@odata.context": f"{_origin(request)}{API_VERSION}/$metadata#applications/$entity",
-                                  **app})
+        return _entity(request, "applications", self._find_application(match).to_json())
 
     async def _update_application(self, request: web.Request, match: re.Match[str]) -> web.Response:
         app = self._find_application(match)
@@ -411,6 +401,15 @@ def error_response(request: web.Request, status: int, code: str, message: str,
     }
     return web.json_response({"error": {"code": code, "message": message, "innerError": inner}}, status=status,
                              headers=dict(headers or {}))
+
+
+def _entity(request: web.Request, entity_set: str, entity: dict[str, Any]) -> web.Response:
+    """One object, with only the $select-ed properties (and id) when $select is given."""
+    select = _split(request.query.get("$select"))
+    if select:
+        entity = {name: entity.get(name) for name in ("id", *select)}
+    return web.json_response({"@odata.context": f"{_origin(request)}{API_VERSION}/$metadata#{entity_set}/$entity",
+                              **entity})
 
 
 def _by_id_or_app_id(match: re.Match[str], find: Callable[..., Any]) -> Any:
