@@ -3,6 +3,7 @@ applies to User writes. Tests and the demo use it directly; the HTTP server in `
 from __future__ import annotations
 
 import copy
+import hmac
 import itertools
 import re
 import threading
@@ -157,6 +158,7 @@ class EmulatedOrg:
         self._expired_sessions = 0
         self._sessions: set[str] = set()
         self.connected_apps: dict[str, ConnectedApp] = {}
+        self._passwords: dict[str, str] = {}  # lower-case username → password + security token
         for name, license in profiles.items():
             self.add_profile(name, license)
 
@@ -295,6 +297,26 @@ class EmulatedOrg:
         signed by the key of the certificate (or public key) PEM."""
         with self._lock:
             self.connected_apps[consumer_key] = ConnectedApp(consumer_key, consumer_secret, certificate_pem)
+
+    def set_password(self, username: str, password: str, security_token: str) -> None:
+        """Allow SOAP login() for this user: Salesforce checks the password with the token appended."""
+        with self._lock:
+            self._passwords[username.casefold()] = password + security_token
+
+    def password_login_ok(self, username: str, password_and_token: str) -> bool:
+        with self._lock:
+            expected = self._passwords.get(username.casefold())
+        return (expected is not None and hmac.compare_digest(expected.encode(), password_and_token.encode())
+                and self.active_username(username))
+
+    def user_id_of(self, username: str) -> str | None:
+        with self._lock:
+            key = self._by_username.get(username.casefold())
+            return self._users[key]["Id"] if key else None
+
+    @property
+    def org_id(self) -> str:
+        return salesforce_id("00D", self._pod, 0)
 
     def issue_session(self) -> str:
         with self._lock:

@@ -11,7 +11,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from . import oauth
+from . import oauth, soap_login
 from .knobs import FAULT_KINDS
 from .org import EmulatedOrg, RecordError
 from .soql import SoqlError
@@ -56,7 +56,7 @@ async def _api_edge(request: web.Request, handler: Handler) -> web.StreamRespons
     org = request.app[ORG_KEY]
     if len(request.raw_path.encode()) > MAX_URI_BYTES:
         return error_response(414, "URI_TOO_LONG", f"The request URI is longer than {MAX_URI_BYTES} bytes")
-    if request.match_info.route.name == "oauth_token":
+    if request.match_info.route.name in ("oauth_token", "soap_login"):
         return await handler(request)  # logins are not API calls and carry no session
     unmatched = request.match_info.http_exception
     if unmatched is not None:
@@ -273,6 +273,10 @@ async def oauth_token(request: web.Request) -> web.Response:
     return await oauth.token(request, request.app[ORG_KEY])
 
 
+async def soap_login_call(request: web.Request) -> web.Response:
+    return await soap_login.login(request, request.app[ORG_KEY])
+
+
 def build_app(org: EmulatedOrg) -> web.Application:
     app = web.Application(middlewares=[_api_edge])
     app[ORG_KEY] = org
@@ -287,4 +291,5 @@ def build_app(org: EmulatedOrg) -> web.Application:
     app.router.add_patch(API + "/composite/sobjects", collection, name="composite_update")
     app.router.add_get(API + "/limits{_:/?}", limits, name="limits")
     app.router.add_post("/services/oauth2/token", oauth_token, name="oauth_token")
+    app.router.add_post("/services/Soap/u/{version}", soap_login_call, name="soap_login")
     return app

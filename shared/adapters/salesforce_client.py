@@ -47,12 +47,16 @@ def jwt_bearer_client(
     consumer_key: str, username: str, private_key: str, domain: str = "login", *, session: requests.Session | None = None
 ) -> Salesforce:
     """OAuth 2.0 JWT bearer flow with the connected app's certificate key (PEM text). `domain` is the
-    login host: 'login', 'test' (sandbox) or '<name>.my' (My Domain). simple-salesforce logs in again
-    by itself when the session expires. `session` (all login factories): proxies or a private CA."""
+    login host: 'login', 'test' (sandbox) or '<name>.my' (My Domain, and Government Cloud, whose
+    login.salesforce.com does not serve it). The token is requested from that host, but the JWT's
+    audience must be login.salesforce.com (test.salesforce.com for a sandbox), whatever the host.
+    simple-salesforce logs in again by itself when the session expires. `session` (all login
+    factories): proxies or a private CA."""
+    audience = "test" if domain == "test" or domain.endswith(".sandbox.my") else "login"
     try:
         return Salesforce(
-            username=username, consumer_key=consumer_key, privatekey=private_key, domain=domain, version=API_VERSION,
-            session=session,
+            username=username, consumer_key=consumer_key, privatekey=private_key, domain=audience,
+            instance_url=None if domain in ("login", "test") else domain, version=API_VERSION, session=session,
         )
     except (ValueError, jwt.PyJWTError) as exc:
         raise ConfigurationError(f"the Salesforce JWT private key cannot sign RS256 tokens ({type(exc).__name__})") from None

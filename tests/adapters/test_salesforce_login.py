@@ -1,11 +1,15 @@
-"""The login factories run simple-salesforce's own OAuth flows (JWT bearer, client credentials) against
-the emulator's /services/oauth2/token, then call the REST API with the session they obtained."""
+"""The login factories run simple-salesforce's own login flows (JWT bearer, client credentials, SOAP
+username + password + security token) against the emulator, then call the REST API with the session
+they obtained; the login host each one uses is checked for production, sandbox, My Domain and
+Government Cloud, and the composition root picks the factory each SALESFORCE_AUTH_MODE names."""
 from __future__ import annotations
 
+import logging
 from functools import partial
 from typing import Any, Iterator
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
+import jwt
 import pytest
 import requests
 import trustme
@@ -13,8 +17,16 @@ from requests.adapters import HTTPAdapter
 
 from emulators.salesforce import EmulatedOrg, EmulatorHandle, run_salesforce_emulator
 from shared.adapters.salesforce import SalesforceRestOrg
-from shared.adapters.salesforce_client import client_credentials_client, jwt_bearer_client
+from shared.adapters.salesforce_client import (
+    API_VERSION,
+    client_credentials_client,
+    dev_token_client,
+    jwt_bearer_client,
+    password_client,
+)
+from shared.bootstrap import salesforce_connector
 from shared.core.errors import ConfigurationError, PermanentError
+from shared.settings import load_settings
 
 INTEGRATION_USER = "integration@contoso.com"
 
@@ -23,11 +35,13 @@ class ToEmulator(HTTPAdapter):
     """simple-salesforce builds login URLs as https://{domain}.salesforce.com and nothing else; this
     transport sends those requests to the emulator instead (same path, same TLS verification)."""
 
-    def __init__(self, emulator_url: str) -> None:
+    def __init__(self, emulator_url: str, seen: list[requests.PreparedRequest]) -> None:
         super().__init__()
         self.emulator_url = emulator_url
+        self.seen = seen
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        self.seen.append(request.copy())
         parts = urlsplit(request.url or "")
         request.url = self.emulator_url + parts.path + (f"?{parts.query}" if parts.query else "")
         return super().send(request, **kwargs)
@@ -52,12 +66,14 @@ def emulator(signing: trustme.LeafCert) -> Iterator[EmulatorHandle]:
         yield handle
 
 
-def login_session(emulator: EmulatorHandle, *login_hosts: str) -> requests.Session:
+def login_session(emulator: EmulatorHandle, *login_hosts: str,
+                  seen: list[requests.PreparedRequest] | None = None) -> requests.Session:
+    """A session whose requests to the login hosts reach the emulator; `seen` collects those requests."""
     session = requests.Session()
     session.trust_env = False
     session.verify = emulator.ca_path
     for host in login_hosts:
-        session.mount(f"https://{host}/", ToEmulator(emulator.instance_url))
+        session.mount(f"https://{host}/", ToEmulator(emulator.instance_url, seen if seen is not None else []))
     return session
 
 
@@ -107,3 +123,98 @@ async def test_client_credentials_on_my_domain(emulator: EmulatorHandle) -> None
     with pytest.raises(PermanentError) as caught:
         await bad.profile_ids()
     assert caught.value.code == "INVALID_AUTH"
+
+
+# Where each kind of org logs in: (SALESFORCE_DOMAIN, login host, the JWT audience Salesforce accepts).
+LOGIN_HOSTS = [
+    pytest.param("login", "login.salesforce.com", "https://login.salesforce.com", id="production"),
+    pytest.param("test", "test.salesforce.com", "https://test.salesforce.com", id="sandbox"),
+    pytest.param("contoso.my", "contoso.my.salesforce.com", "https://login.salesforce.com", id="my-domain"),
+    pytest.param("contoso--uat.sandbox.my", "contoso--uat.sandbox.my.salesforce.com", "https://test.salesforce.com",
+                 id="sandbox-my-domain"),
+    # Government Cloud orgs log in at their My Domain (the tutorial's Tenant URL, https://<instance>.my.salesforce.com).
+    pytest.param("agency.my", "agency.my.salesforce.com", "https://login.salesforce.com", id="government-cloud"),
+]
+
+
+@pytest.mark.parametrize("domain, host, audience", LOGIN_HOSTS)
+def test_jwt_bearer_asks_the_right_login_host_with_the_audience_salesforce_accepts(
+    emulator: EmulatorHandle, signing: trustme.LeafCert, domain: str, host: str, audience: str
+) -> None:
+    seen: list[requests.PreparedRequest] = []
+    client = jwt_bearer_client("jwt-app", INTEGRATION_USER, signing.private_key_pem.bytes().decode(), domain,
+                               session=login_session(emulator, host, seen=seen))
+    assert client.auth_type == "jwt-bearer"
+    assert [request.url for request in seen] == [f"https://{host}/services/oauth2/token"]
+    assertion = parse_qs(str(seen[0].body))["assertion"][0]
+    claims = jwt.decode(assertion, options={"verify_signature": False})
+    assert claims["aud"] == audience and claims["iss"] == "jwt-app" and claims["sub"] == INTEGRATION_USER
+    assert client.query("SELECT Id FROM Profile")["totalSize"] == 4
+
+
+@pytest.mark.parametrize("domain, host, audience", LOGIN_HOSTS)
+def test_password_and_security_token_log_in_by_soap_and_warn_that_salesforce_retires_it(
+    emulator: EmulatorHandle, caplog: pytest.LogCaptureFixture, domain: str, host: str, audience: str
+) -> None:
+    emulator.org.set_password(INTEGRATION_USER, "pa55word", "T0KEN")
+    seen: list[requests.PreparedRequest] = []
+    with caplog.at_level(logging.WARNING, logger="shared.adapters.salesforce_client"):
+        client = password_client(INTEGRATION_USER, "pa55word", "T0KEN", domain,
+                                 session=login_session(emulator, host, seen=seen))
+    assert client.auth_type == "password" and client.session_id
+    assert [request.url for request in seen] == [f"https://{host}/services/Soap/u/{API_VERSION}"]
+    assert any("retiring" in record.getMessage() for record in caplog.records)
+    assert "pa55word" not in caplog.text and "T0KEN" not in caplog.text
+    assert client.query("SELECT Id FROM Profile")["totalSize"] == 4
+
+
+async def test_a_wrong_password_or_security_token_is_refused(emulator: EmulatorHandle) -> None:
+    emulator.org.set_password(INTEGRATION_USER, "pa55word", "T0KEN")
+    session = login_session(emulator, "login.salesforce.com")
+    for password, token in (("pa55word", "wrong"), ("wrong", "T0KEN")):
+        with pytest.raises(PermanentError) as caught:
+            await SalesforceRestOrg(partial(password_client, INTEGRATION_USER, password, token, session=session)).profile_ids()
+        assert caught.value.code == "INVALID_AUTH"
+    assert emulator.org.calls.total == 0
+
+
+@pytest.mark.parametrize("domain", ["login", "test", ""])
+def test_client_credentials_need_a_my_domain(domain: str) -> None:
+    with pytest.raises(ConfigurationError, match="My Domain"):
+        client_credentials_client("cc-app", "s3cret", domain)
+
+
+def test_client_credentials_ask_the_my_domain_host(emulator: EmulatorHandle) -> None:
+    seen: list[requests.PreparedRequest] = []
+    client = client_credentials_client("cc-app", "s3cret", "agency.my",
+                                       session=login_session(emulator, "agency.my.salesforce.com", seen=seen))
+    assert client.auth_type == "client-credentials"
+    assert [request.url for request in seen] == ["https://agency.my.salesforce.com/services/oauth2/token"]
+
+
+SECRETS = {"SALESFORCE_CONSUMER_KEY": "key", "SALESFORCE_USERNAME": INTEGRATION_USER,
+           "SALESFORCE_PRIVATE_KEY": "pem", "SALESFORCE_CONSUMER_SECRET": "secret",
+           "SALESFORCE_PASSWORD": "pw", "SALESFORCE_SECURITY_TOKEN": "tok",
+           "SALESFORCE_ACCESS_TOKEN": "dev", "SALESFORCE_INSTANCE_URL": "https://127.0.0.1:8443"}
+
+
+@pytest.mark.parametrize("mode, factory, args", [
+    ("jwt", jwt_bearer_client, ("key", INTEGRATION_USER, "pem", "contoso.my")),
+    ("client_credentials", client_credentials_client, ("key", "secret", "contoso.my")),
+    ("password", password_client, (INTEGRATION_USER, "pw", "tok", "contoso.my")),
+    ("access_token", dev_token_client, ("https://127.0.0.1:8443", "dev", None)),
+])
+def test_each_auth_mode_setting_picks_its_login_factory(mode: str, factory: Any, args: tuple) -> None:
+    settings = load_settings(
+        SALESFORCE_AUTH_MODE=mode, SALESFORCE_DOMAIN="contoso.my", SALESFORCE_SERVICE_PRINCIPAL_ID="sp",
+        NOTIFY_SENDER="a@contoso.com", NOTIFY_RECIPIENTS="b@contoso.com", STATE_SQLITE_PATH=":memory:",
+        SERVICEBUS_CONNECTION_STRING="Endpoint=sb://localhost/", **SECRETS)
+    connect = salesforce_connector(settings)
+    assert connect.func is factory and connect.args == args
+
+
+def test_the_access_token_mode_builds_a_direct_client_for_a_loopback_instance_only() -> None:
+    client = dev_token_client("https://127.0.0.1:8443", "dev")
+    assert client.auth_type == "direct" and client.sf_instance == "127.0.0.1:8443" and client.session_id == "dev"
+    with pytest.raises(ConfigurationError, match="loopback"):
+        dev_token_client("https://agency.my.salesforce.com", "dev")

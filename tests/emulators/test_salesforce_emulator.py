@@ -362,3 +362,27 @@ def test_username_change_frees_the_old_name_and_federation_ids_are_unique(sf: Cl
     assert reused.status_code == 204
     assert (clash.json()[0]["errorCode"], clash.json()[0]["fields"]) == ("DUPLICATE_VALUE", ["FederationIdentifier"])
     assert org.registry.owner_of("other@contoso.com") is None
+
+
+def _soap_login(sf: Client, version: str, username: str, password: str) -> requests.Response:
+    envelope = ('<?xml version="1.0" encoding="utf-8" ?><env:Envelope xmlns:env="http://schemas.xmlsoap.org/soap/envelope/"'
+                ' xmlns:urn="urn:partner.soap.sforce.com"><env:Body><urn:login>'
+                f"<urn:username>{username}</urn:username><urn:password>{password}</urn:password>"
+                "</urn:login></env:Body></env:Envelope>")
+    return sf.session.post(f"{sf.handle.instance_url}/services/Soap/u/{version}", data=envelope,
+                           headers={"Content-Type": "text/xml", "SOAPAction": "login"}, timeout=10)
+
+
+def test_soap_login_needs_password_plus_token_of_an_active_user_and_an_api_version_before_65(
+    sf: Client, org: EmulatedOrg
+) -> None:
+    user = org.create_user(new_user(org, "soap.user@contoso.com"))
+    org.set_password("soap.user@contoso.com", "pw", "TOKEN")
+    ok = _soap_login(sf, "59.0", "SOAP.User@contoso.com", "pwTOKEN")
+    assert ok.status_code == 200 and "<sessionId>" in ok.text and f"<userId>{user}</userId>" in ok.text
+    for version, password, code in (("59.0", "pw", "INVALID_LOGIN"), ("65.0", "pwTOKEN", "UNSUPPORTED_API_VERSION")):
+        refused = _soap_login(sf, version, "soap.user@contoso.com", password)
+        assert refused.status_code == 500 and f"<sf:exceptionCode>{code}</sf:exceptionCode>" in refused.text
+    org.update_user(user, {"IsActive": False})
+    assert _soap_login(sf, "59.0", "soap.user@contoso.com", "pwTOKEN").status_code == 500
+    assert org.calls.total == 0  # logins are not API calls
