@@ -15,9 +15,11 @@ import asyncio
 import hmac
 import inspect
 import logging
+import re
 import secrets
 import socket
 from typing import Any, Callable
+from urllib.parse import quote
 
 import azure.functions as func
 from aiohttp import web
@@ -27,6 +29,17 @@ from .functions_host import binding_settings, registered_functions
 log = logging.getLogger(__name__)
 
 ROUTE_PREFIX = "/api"  # host.json extensions.http.routePrefix default
+MAX_REQUEST_BODY_BYTES = 104_857_600  # the host's HTTP request length limit (100 MB), not aiohttp's 1 MiB
+_PARAMETER = re.compile(r"\{(\w+)(?::[^}]*)?\}")  # {name} or {name:constraint} in a route template
+
+
+def _route_pattern(route: str) -> re.Pattern[str]:
+    """A route template such as `provision/{entra_id}` as a regex with one named group per parameter."""
+    parts, last = [], 0
+    for found in _PARAMETER.finditer(route):
+        parts += [re.escape(route[last:found.start()]), f"(?P<{found.group(1)}>[^/]+)"]
+        last = found.end()
+    return re.compile("".join([*parts, re.escape(route[last:])]) + "$", re.IGNORECASE)
 
 
 class HttpTriggerHost:
@@ -34,7 +47,7 @@ class HttpTriggerHost:
         functions = registered_functions(app)
         self.function_key = secrets.token_urlsafe(24)
         self.base_url = ""
-        self._routes: dict[str, tuple[str, frozenset[str], bool, Callable[..., Any]]] = {}  # route → …
+        self._routes: dict[str, tuple[str, frozenset[str], bool, Callable[..., Any]]] = {}  # route template → …
         for name, bindings in binding_settings(app).items():
             trigger = next((b for b in bindings if b.get("type") == "httpTrigger"), None)
             if trigger is None:
@@ -45,15 +58,17 @@ class HttpTriggerHost:
             self._routes[route] = (name, methods, needs_key, functions[name])
         self._runner: web.AppRunner | None = None
 
-    def url_for(self, function_name: str) -> str:
-        """The function's public URL, with its key when it needs one (as the portal's "Get function URL")."""
+    def url_for(self, function_name: str, **route_params: str) -> str:
+        """The function's public URL, with its key when it needs one (as the portal's "Get function URL");
+        `route_params` fill a templated route such as `provision/{entra_id}` (URL-encoded)."""
         for route, (name, _, needs_key, _) in self._routes.items():
             if name == function_name:
-                return f"{self.base_url}{ROUTE_PREFIX}/{route}" + (f"?code={self.function_key}" if needs_key else "")
+                path = _PARAMETER.sub(lambda found: quote(route_params[found.group(1)], safe=""), route)
+                return f"{self.base_url}{ROUTE_PREFIX}/{path}" + (f"?code={self.function_key}" if needs_key else "")
         raise KeyError(f"no HTTP function {function_name}")
 
     async def __aenter__(self) -> "HttpTriggerHost":
-        app = web.Application()
+        app = web.Application(client_max_size=MAX_REQUEST_BODY_BYTES)
         app.router.add_route("*", ROUTE_PREFIX + "/{route:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -69,11 +84,18 @@ class HttpTriggerHost:
             await self._runner.cleanup()
             self._runner = None
 
+    def _match(self, path: str) -> tuple[tuple[str, frozenset[str], bool, Callable[..., Any]], dict[str, str]] | None:
+        for route, found in self._routes.items():
+            matched = _route_pattern(route).match(path)
+            if matched:
+                return found, matched.groupdict()
+        return None
+
     async def _handle(self, request: web.Request) -> web.Response:
-        found = self._routes.get(request.match_info["route"].strip("/"))
-        if found is None:
+        matched = self._match(request.match_info["route"].strip("/"))
+        if matched is None:
             return web.Response(status=404)
-        name, methods, needs_key, function = found
+        (name, methods, needs_key, function), route_params = matched
         if request.method not in methods:
             return web.Response(status=405)
         if needs_key:
@@ -82,7 +104,7 @@ class HttpTriggerHost:
                 return web.Response(status=401)
         binding = func.HttpRequest(
             request.method, str(request.url), headers=dict(request.headers), params=dict(request.query),
-            route_params={}, body=await request.read(),
+            route_params=route_params, body=await request.read(),
         )
         try:  # sync functions run on worker threads, as the Python worker runs them
             if inspect.iscoroutinefunction(function):

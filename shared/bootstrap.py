@@ -66,7 +66,9 @@ class Container:
         secret = self.settings.GRAPH_CLIENT_STATE
         if secret is None:
             raise RuntimeError("GRAPH_CLIENT_STATE is not set: change notifications are not configured")
-        return ChangeNotificationReceiver(self.queue, secret.get_secret_value())
+        manager = self.subscriptions
+        return ChangeNotificationReceiver(self.queue, secret.get_secret_value(),
+                                          manager.held_ids if manager is not None else None)
 
     @property
     def on_demand(self) -> OnDemandProvisioner:

@@ -1,4 +1,4 @@
-"""Test knobs of the emulated org: injected faults, per-call latency, and API call counters."""
+"""Test knobs of the emulated org: injected faults, raw answers, per-call latency, and API call counters."""
 from __future__ import annotations
 
 import random
@@ -17,14 +17,27 @@ FAULT_KINDS: dict[str, tuple[int, str, str]] = {
 }
 
 
+@dataclass(frozen=True)
+class RawResponse:
+    """An answer sent byte for byte instead of the API's, as a gateway or a broken proxy would: an HTML
+    502 page, truncated JSON, an empty body, a wrong content type, a JSON shape the API never sends."""
+
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+
+
 class Faults:
     """Which calls fail and how. `fail_next` queues faults for the next calls; `fail_rate` fails a random
-    share of calls (seeded, so a run is repeatable); `latency` delays every call; a "hang" fault waits
-    `hang_seconds` (longer than the client's timeout) before answering."""
+    share of calls (seeded, so a run is repeatable); `respond_raw` answers the next calls (of one kind,
+    e.g. "query" or "composite_create", or any) with a raw response and leaves the org untouched;
+    `latency` delays every call; a "hang" fault waits `hang_seconds` (longer than the client's timeout)
+    before answering."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._queued: list[str] = []
+        self._raw: list[tuple[str | None, RawResponse]] = []
         self._rates: dict[str, float] = {}
         self._random = random.Random(0)
         self.latency = 0.0
@@ -43,11 +56,25 @@ class Faults:
             self._rates[kind] = rate
             self._random.seed(seed)
 
+    def respond_raw(self, response: RawResponse, *, kind: str | None = None, count: int = 1) -> None:
+        with self._lock:
+            self._raw.extend([(kind, response)] * count)
+
     def clear(self) -> None:
         with self._lock:
             self._queued.clear()
             self._rates.clear()
+            self._raw.clear()
         self.latency = 0.0
+
+    def draw_raw(self, kind: str) -> RawResponse | None:
+        """The raw answer queued for this call (the first one for its kind or for any kind), if any."""
+        with self._lock:
+            for index, (wanted, response) in enumerate(self._raw):
+                if wanted is None or wanted == kind:
+                    del self._raw[index]
+                    return response
+        return None
 
     def draw(self) -> str | None:
         """The fault for the call being served now, if any."""

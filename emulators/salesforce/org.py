@@ -8,7 +8,7 @@ import itertools
 import re
 import threading
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -157,6 +157,8 @@ class EmulatedOrg:
         self._pending_email: dict[str, str] = {}
         self._expired_sessions = 0
         self._sessions: set[str] = set()
+        # The latest SOQL texts and the Ids each returned, so a test can prove a query matched only what it meant to.
+        self.query_log: deque[tuple[str, tuple[str, ...]]] = deque(maxlen=1000)
         self.connected_apps: dict[str, ConnectedApp] = {}
         self._passwords: dict[str, str] = {}  # lower-case username → password + security token
         for name, license in profiles.items():
@@ -276,7 +278,9 @@ class EmulatedOrg:
                 source = list(self._users.values())
             else:
                 source = [p.record() for p in self._profiles.values()]
-            return parsed.sobject, parsed.run(source)
+            rows = parsed.run(source)
+            self.query_log.append((text, tuple(str(row.get("Id")) for row in rows)))
+            return parsed.sobject, rows
 
     def get_profile(self, profile_id: str) -> dict[str, Any] | None:
         with self._lock:

@@ -75,6 +75,9 @@ async def _served(request: web.Request, handler: Handler, org: EmulatedOrg) -> w
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() not in ("bearer", "oauth") or not org.session_is_valid(token.strip()):
         return error_response(401, "INVALID_SESSION_ID", "Session expired or invalid")
+    raw = org.faults.draw_raw(_kind(request))
+    if raw is not None:
+        return web.Response(status=raw.status, body=raw.body, headers={"Content-Type": raw.content_type})
     fault = org.faults.draw()
     if fault == "hang":
         try:

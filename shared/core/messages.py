@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from typing import Literal, get_args
 
 from .errors import InvalidMessage
+from .untrusted_json import parse_untrusted_json
 
 SCHEMA_VERSION = 1
 MAX_MESSAGE_BYTES = 4096
@@ -68,8 +69,8 @@ class ReconcileMessage:
         if len(raw) > MAX_MESSAGE_BYTES:
             raise InvalidMessage(f"message is {len(raw)} bytes; at most {MAX_MESSAGE_BYTES} expected")
         try:
-            data = json.loads(raw)
-        except (UnicodeDecodeError, ValueError) as exc:
+            data = parse_untrusted_json(raw)
+        except ValueError as exc:
             raise InvalidMessage(f"message body is not JSON ({exc.__class__.__name__})") from None
         if not isinstance(data, dict):
             raise InvalidMessage("message body must be a JSON object")

@@ -1,9 +1,10 @@
 """Accept Graph change notifications for users and enqueue the users they name.
 
 Graph drops webhooks that answer slowly, so this only validates and enqueues; the provisioning
-function does the work. clientState is compared in constant time; items that fail the check are
-dropped and logged (without their content), and the caller still answers 202 so a forger learns
-nothing."""
+function does the work. clientState is compared in constant time; when the app manages its
+subscriptions, an item must also come from one it holds (not a stale or another tenant's one). Items
+that fail a check are dropped and logged (without their content), and the caller still answers 202 so
+a forger learns nothing."""
 from __future__ import annotations
 
 import hashlib
@@ -12,9 +13,10 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from ..core.messages import ReconcileMessage, is_object_id
+from ..core.untrusted_json import parse_untrusted_json
 from ..core.ports import ReconcileQueue
 
 log = logging.getLogger(__name__)
@@ -38,8 +40,8 @@ def notification_items(body: bytes) -> list[Any]:
     if len(body) > MAX_BODY_BYTES:
         raise MalformedNotification(f"body of {len(body)} bytes exceeds {MAX_BODY_BYTES}")
     try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        payload = parse_untrusted_json(body)
+    except ValueError:
         raise MalformedNotification("body is not JSON") from None
     items = payload.get("value") if isinstance(payload, dict) else None
     if not isinstance(items, list):
@@ -60,19 +62,28 @@ def _user_id(item: dict[str, Any]) -> str | None:
 
 
 class ChangeNotificationReceiver:
-    def __init__(self, queue: ReconcileQueue, client_state: str) -> None:
+    def __init__(self, queue: ReconcileQueue, client_state: str,
+                 held_subscriptions: Callable[[], frozenset[str]] | None = None) -> None:
+        """`held_subscriptions` returns the (lower-case) ids of the subscriptions the app holds; None
+        when subscriptions are made outside the app, and then any subscription id is accepted."""
         if not client_state:
             raise ValueError("a clientState secret is required to accept change notifications")
         self._queue = queue
         self._client_state = client_state.encode()
+        self._held_subscriptions = held_subscriptions
 
     async def accept(self, body: bytes) -> NotificationResult:
         items = notification_items(body)
         bucket = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M")
         user_ids: dict[str, str] = {}
         rejected = 0
+        held = self._held_subscriptions() if self._held_subscriptions is not None else None
         for item in items:
             if not isinstance(item, dict) or not self._client_state_matches(item.get("clientState")):
+                rejected += 1
+                continue
+            subscription_id = item.get("subscriptionId")
+            if held is not None and not (isinstance(subscription_id, str) and subscription_id.lower() in held):
                 rejected += 1
                 continue
             user_id = _user_id(item)
@@ -83,7 +94,8 @@ class ChangeNotificationReceiver:
             cause = hashlib.sha256(json.dumps(item, sort_keys=True).encode()).hexdigest()[:16] + bucket
             user_ids.setdefault(user_id, cause)
         if rejected:
-            log.warning("dropped %d of %d change notifications (clientState mismatch or no user id)", rejected, len(items))
+            log.warning("dropped %d of %d change notifications (clientState mismatch, a subscription this app "
+                        "does not hold, or no user id)", rejected, len(items))
         messages = [ReconcileMessage.new(u, "notification", cause) for u, cause in user_ids.items()]
         await self._queue.send(messages)
         return NotificationResult(accepted=len(items) - rejected, rejected=rejected, enqueued=len(messages))

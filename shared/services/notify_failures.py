@@ -4,7 +4,6 @@ A batch of dead letters is completed only once the mail service accepted the dig
 fails, the handler raises and every message of the batch stays in the dead-letter queue."""
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from typing import Sequence
 from ..core.guidance import guidance_for
 from ..core.models import FailureRecord
 from ..core.ports import Mailer, StateStore
+from ..core.untrusted_json import parse_untrusted_json
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,8 @@ class FailureNotifier:
 
 def _entra_id_of(body: bytes) -> str:
     try:
-        value = json.loads(body).get("entraId", "")
-    except (ValueError, AttributeError, UnicodeDecodeError):
+        value = parse_untrusted_json(body).get("entraId", "")
+    except (ValueError, AttributeError):
         return ""
     return value if isinstance(value, str) else ""
 

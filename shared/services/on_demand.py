@@ -111,7 +111,7 @@ class OnDemandProvisioner:
             return [_failed("import", error), *_skipped(STEPS[2:])]
         user = t.state.user
         if user is None:
-            imported = Step("import", "success", "not found in Entra: treated as deleted", {"objectId": t.entra_id})
+            imported = Step("import", "success", "not found in Entra: treated as deleted", {"objectId": t.result.entra_id})
         else:
             read = sorted(user.attributes)
             empty = sorted(k for k, v in user.attributes.items() if v in (None, ""))

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from ..core.errors import ConfigurationError
 from ..core.loopback import is_loopback_url
+from ..core.messages import is_object_id
 from ..core.models import GraphSubscription, SubscriptionRequest
 from ..core.ports import StateStore, SubscriptionApi
 from .change_notifications import MalformedNotification, notification_items
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 DEFAULT_LIFETIME = timedelta(minutes=41_760 - 60)
 CURSOR_PREFIX = "subscription:"
 MAX_CLIENT_STATE = 128
+LIFECYCLE_EVENTS = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})
 
 Action = Literal["created", "renewed", "recreated", "reauthorized", "unchanged", "ignored"]
 
@@ -122,9 +124,19 @@ class SubscriptionManager:
                 log.warning("dropped a lifecycle notification: clientState mismatch")
                 outcomes.append(SubscriptionOutcome("", "ignored", None, None))
                 continue
-            outcomes.append(await self._lifecycle_event(_text(item.get("subscriptionId")).lower(),
-                                                        _text(item.get("lifecycleEvent"))))
+            # Both values end up in log lines: anything but a GUID and a known event name is replaced,
+            # so a post cannot forge log lines or flood them.
+            subscription_id = _text(item.get("subscriptionId")).lower()
+            event = _text(item.get("lifecycleEvent"))
+            outcomes.append(await self._lifecycle_event(
+                subscription_id if is_object_id(subscription_id) else "(not a subscription id)",
+                event if event in LIFECYCLE_EVENTS else "(unknown event)"))
         return outcomes
+
+    def held_ids(self) -> frozenset[str]:
+        """The ids of the subscriptions this app holds (lower-case), to tell its notifications from others'."""
+        held = (_Stored.load(self._state.get_cursor(CURSOR_PREFIX + r)) for r in self._config.resources)
+        return frozenset(stored.id.lower() for stored in held if stored is not None)
 
     # ----- internals --------------------------------------------------------------------------------
     async def _ensure(self, resource: str) -> SubscriptionOutcome:
