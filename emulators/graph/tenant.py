@@ -153,8 +153,13 @@ class Tenant:
 
     # ----- ids and the change log -------------------------------------------------------------
     def new_id(self) -> str:
+        """A fresh object id. Seeded, so a run is repeatable; an id already taken (say by a seeder that
+        drew from a generator with the same seed) is skipped."""
         with self.lock:
-            return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+            while True:
+                candidate = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+                if not self._exists(candidate):
+                    return candidate
 
     def _new_assignment_id(self) -> str:
         # Real assignment ids are 43-character base64url strings, not GUIDs.

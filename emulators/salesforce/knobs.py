@@ -67,6 +67,10 @@ class Faults:
             self._raw.clear()
         self.latency = 0.0
 
+    def pending_raw(self) -> int:
+        with self._lock:
+            return len(self._raw)
+
     def draw_raw(self, kind: str) -> RawResponse | None:
         """The raw answer queued for this call (the first one for its kind or for any kind), if any."""
         with self._lock:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import hmac
 import itertools
-import re
 import threading
 import uuid
 from collections import Counter, deque
@@ -13,6 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterator, Mapping
+
+from shared.core.salesforce_rules import EMAIL_FORMAT, salesforce_length
 
 from . import soql
 from .knobs import CallCounter, Faults
@@ -28,7 +29,6 @@ from .schema import (
     canonical_names,
 )
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _ID_SUFFIX = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 _USER_NAMES = canonical_names(USER_FIELDS)
 _QUERY_SCHEMA = {"User": _USER_NAMES, "Profile": canonical_names(PROFILE_FIELDS)}
@@ -382,7 +382,7 @@ class EmulatedOrg:
                 )
             record[name] = _typed(name, value)
         for name, value in record.items():
-            if isinstance(value, str) and len(value) > USER_STRING_FIELDS.get(name, 10**9):
+            if isinstance(value, str) and salesforce_length(value) > USER_STRING_FIELDS.get(name, 10**9):
                 raise RecordError(
                     "STRING_TOO_LONG",
                     f"{FIELD_LABELS.get(name, name)}: data value too large: {value[:40]} (max length={USER_STRING_FIELDS[name]})",
@@ -395,14 +395,14 @@ class EmulatedOrg:
                     (name,),
                 )
         username = record.get("Username")
-        if username and not _EMAIL.match(username):
+        if username and not EMAIL_FORMAT.match(username):
             raise RecordError(
                 "FIELD_INTEGRITY_EXCEPTION",
                 "Username must be in the form of an email address (for example, john@acme.com): Username",
                 ("Username",),
             )
         email = record.get("Email")
-        if email and not _EMAIL.match(email):
+        if email and not EMAIL_FORMAT.match(email):
             raise RecordError("INVALID_EMAIL_ADDRESS", f"Email: invalid email address: {email}", ("Email",))
         return record
 

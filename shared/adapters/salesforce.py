@@ -82,7 +82,7 @@ class SalesforceRestOrg:
         async with self._profiles_lock:
             if self._profiles is None:
                 records = await self._run(lambda client: self._query_all(client, "SELECT Id, Name FROM Profile"))
-                self._profiles = {r["Name"]: r["Id"] for r in records}
+                self._profiles = {r["Name"]: r["Id"] for r in records if isinstance(r.get("Name"), str)}
         return dict(self._profiles)
 
     async def assignable_profiles(self) -> list[SalesforceProfile]:
@@ -125,10 +125,10 @@ class SalesforceRestOrg:
 
     def _query_all(self, client: Salesforce, soql: str) -> list[dict[str, Any]]:
         """All pages, following nextRecordsUrl; every page is one counted API call."""
-        page = client.query(soql, timeout=self._timeout)
+        page = _query_page(client.query(soql, timeout=self._timeout))
         records = list(page["records"])
         while not page["done"]:
-            page = client.query_more(page["nextRecordsUrl"], identifier_is_url=True, timeout=self._timeout)
+            page = _query_page(client.query_more(page["nextRecordsUrl"], identifier_is_url=True, timeout=self._timeout))
             records.extend(page["records"])
         return records
 
@@ -180,6 +180,9 @@ class SalesforceRestOrg:
             raise salesforce_error(None, "INVALID_AUTH", f"Salesforce login failed: {exc.code}") from exc
         except SalesforceError as exc:
             raise _translated(exc) from exc
+        except (requests.exceptions.JSONDecodeError, RecursionError) as exc:  # before RequestException: a subclass
+            raise salesforce_error(None, "UNEXPECTED_RESPONSE", "Salesforce answered with a body that is not JSON "
+                                   f"({type(exc).__name__})") from exc
         except requests.exceptions.SSLError as exc:
             # A certificate problem is configuration, not weather: do not retry it.
             raise salesforce_error(None, "TLS_ERROR", f"TLS verification of Salesforce failed: {type(exc).__name__}") from exc
@@ -212,6 +215,17 @@ def _in_query(select: str, column: str, values: list[str]) -> str:
     return format_soql(f"SELECT {select} FROM User WHERE {column} IN {{}}", values)
 
 
+def _query_page(page: Any) -> dict[str, Any]:
+    """A query answer as the API documents it, or UNEXPECTED_RESPONSE (never a KeyError later)."""
+    if not (isinstance(page, dict) and isinstance(page.get("records"), list) and isinstance(page.get("done"), bool)):
+        raise salesforce_error(None, "UNEXPECTED_RESPONSE", "a query answer without 'records' and 'done'")
+    if not page["done"] and not isinstance(page.get("nextRecordsUrl"), str):
+        raise salesforce_error(None, "UNEXPECTED_RESPONSE", "a query answer not done but without nextRecordsUrl")
+    if not all(isinstance(r, dict) and isinstance(r.get("Id"), str) for r in page["records"]):
+        raise salesforce_error(None, "UNEXPECTED_RESPONSE", "a query answer with a record that is not an object with an Id")
+    return page
+
+
 def _record_results(response: Any, expected: int) -> list[RecordResult]:
     if not isinstance(response, list) or len(response) != expected:
         error = salesforce_error(None, "UNEXPECTED_RESPONSE", f"composite/sobjects returned {type(response).__name__}, "
@@ -219,14 +233,25 @@ def _record_results(response: Any, expected: int) -> list[RecordResult]:
         return [RecordResult(None, error) for _ in range(expected)]
     results = []
     for item in response:
+        if not isinstance(item, dict):
+            results.append(RecordResult(None, salesforce_error(
+                None, "UNEXPECTED_RESPONSE", f"a composite/sobjects result is {type(item).__name__}, not an object")))
+            continue
         if item.get("success"):
+            if not isinstance(item.get("id"), str) or not _SALESFORCE_ID.match(item["id"]):
+                # Without the id there is nothing to link; the next reconcile matches the user by Username.
+                results.append(RecordResult(None, salesforce_error(
+                    None, "UNEXPECTED_RESPONSE", "a successful composite/sobjects result without a Salesforce id")))
+                continue
             results.append(RecordResult(item.get("id")))
             continue
-        errors = item.get("errors") or [{}]
+        errors = [e for e in item.get("errors") or () if isinstance(e, dict)] or [{}]
         first = errors[0]
         message = "; ".join(_clean(e.get("message", "")) for e in errors)
         fields = [f for e in errors for f in (e.get("fields") or [])]
-        results.append(RecordResult(item.get("id"), salesforce_error(None, first.get("statusCode"), message, fields)))
+        # A failure without a statusCode is an answer we cannot read, not a network error.
+        code = first.get("statusCode") if isinstance(first.get("statusCode"), str) else "UNEXPECTED_RESPONSE"
+        results.append(RecordResult(item.get("id"), salesforce_error(None, code, message, fields)))
     return results
 
 

@@ -62,6 +62,9 @@ SALESFORCE_TRANSIENT_CODES = frozenset(
         "SERVER_UNAVAILABLE",
         "QUERY_TIMEOUT",
         "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+        # Not Salesforce's: this app's code for an answer it cannot read (an HTML page with a 200, truncated
+        # or empty JSON, a shape the API never sends), which a proxy or an incident produces, not the input.
+        "UNEXPECTED_RESPONSE",
     }
 )
 

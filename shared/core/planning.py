@@ -37,10 +37,16 @@ class Operation:
 
 def out_of_scope_reason(state: EntraUserState, scoping: ScopingFilters | None = None) -> str | None:
     """Why the user should not have an active Salesforce user, or None when it should. With scoping
-    filters, an assigned user that no filter holds for is out of scope as well."""
+    filters, an assigned user that no filter holds for is out of scope as well. An accountEnabled that
+    is not a boolean raises PermanentError: the state cannot be decided."""
     if state.user is None:
         return "deleted in Entra"
-    if state.user.get("accountEnabled") is False:
+    enabled = state.user.get("accountEnabled")
+    if enabled is not None and not isinstance(enabled, bool):
+        # "false" as a string is truthy: guessing could enable a disabled account (or deactivate one).
+        raise PermanentError("InvalidEntraAttribute", "accountEnabled is not a boolean", system="entra",
+                             fields=["accountEnabled"])
+    if enabled is False:
         return "disabled in Entra"
     if not (state.app_role_ids - {DEFAULT_ACCESS_ROLE_ID}):
         return "not assigned to the Salesforce app with a role"

@@ -1,5 +1,6 @@
 """The User rules a Salesforce org enforces, checked before the call: the nine fields required on create,
-maximum lengths and the restricted picklists, plus the conversion of Entra's language tags (`de-DE`)
+text values and their maximum lengths (in UTF-16 units), the restricted picklists and the email format
+of Username and Email, plus the conversion of Entra's language tags (`de-DE`)
 to Salesforce's picklist values. A record that would fail gets the error Salesforce would have returned,
 naming the field, and costs no API call.
 
@@ -7,9 +8,13 @@ The value sets are a realistic subset (a real org's `describe` is the authority)
 imports them from here so the two never disagree."""
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 
 from .errors import PermanentError, ProvisioningError
+
+# Salesforce's check of Username (FIELD_INTEGRITY_EXCEPTION) and Email (INVALID_EMAIL_ADDRESS) formats.
+EMAIL_FORMAT = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 REQUIRED_ON_CREATE = (
     "Username",
@@ -92,6 +97,13 @@ _LEGACY_LANGUAGE = {"he": "iw", "id": "in", "nb": "no"}
 PARKED_CODES = frozenset({"LICENSE_LIMIT_EXCEEDED"})
 
 
+def salesforce_length(value: str) -> int:
+    """A text value's length as Salesforce counts it against a field's maximum: in UTF-16 code units
+    (Java strings), so an emoji or another character outside the BMP counts twice (Salesforce Help
+    005166849, "Surrogate Pair Characters Are Treated as Two Characters")."""
+    return len(value.encode("utf-16-le", errors="surrogatepass")) // 2
+
+
 def is_parked(error: ProvisioningError) -> bool:
     """A failure that waits for a licence rather than for a person or a flaky network."""
     return error.code in PARKED_CODES
@@ -146,7 +158,12 @@ def check_user_record(record: Mapping[str, Any], *, creating: bool) -> Permanent
                               system="salesforce", fields=missing)
     for field, value in record.items():
         limit = USER_STRING_FIELDS.get(field)
-        if limit is not None and isinstance(value, str) and len(value) > limit:
+        if limit is not None and value is not None and not isinstance(value, str):
+            # Messages name the field and the type, never the value (it may be personal data).
+            return PermanentError("INVALID_TYPE_ON_FIELD_IN_RECORD",
+                                  f"{field}: value not of required type: {type(value).__name__}, expected text",
+                                  system="salesforce", fields=[field])
+        if limit is not None and isinstance(value, str) and salesforce_length(value) > limit:
             return PermanentError("STRING_TOO_LONG", f"{field}: data value too large (max length={limit})",
                                   system="salesforce", fields=[field])
         allowed = RESTRICTED_PICKLISTS.get(field)
@@ -154,4 +171,10 @@ def check_user_record(record: Mapping[str, Any], *, creating: bool) -> Permanent
             return PermanentError("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
                                   f"{field}: bad value for restricted picklist field: {value}",
                                   system="salesforce", fields=[field])
+    if record.get("Username") and not EMAIL_FORMAT.match(record["Username"]):
+        return PermanentError("FIELD_INTEGRITY_EXCEPTION", "Username must be in the form of an email address "
+                              "(for example, john@acme.com): Username", system="salesforce", fields=["Username"])
+    if record.get("Email") and not EMAIL_FORMAT.match(record["Email"]):
+        return PermanentError("INVALID_EMAIL_ADDRESS", "Email: invalid email address", system="salesforce",
+                              fields=["Email"])
     return None

@@ -269,7 +269,11 @@ class Provisioner:
             if w.error is not None or w.state is None:
                 continue
             w.link = self._state.get_link(w.entra_id)
-            w.scope_reason = out_of_scope_reason(w.state, mapping.scoping)
+            try:
+                w.scope_reason = out_of_scope_reason(w.state, mapping.scoping)
+            except ProvisioningError as exc:
+                w.error = exc
+                continue
             if w.scope_reason is not None or w.state.user is None:
                 continue
             try:
