@@ -95,6 +95,8 @@ def link_values(link: UserLink) -> dict[str, Any]:
     values = asdict(link)
     values["entra_id"] = object_key(link.entra_id)
     required_text("Salesforce user id", link.salesforce_id)
+    # JSON text (key → assignment id): both stores keep plain strings
+    values["permission_sets"] = json.dumps(dict(link.permission_sets), sort_keys=True) if link.permission_sets else ""
     return values
 
 
@@ -105,7 +107,9 @@ def salesforce_key(salesforce_id: str) -> str:
 
 def link_from(values: Mapping[str, Any]) -> UserLink:
     """Absent or null values take the model's defaults (Table Storage does not store nulls)."""
-    return UserLink(**{name: values[name] for name in LINK_FIELDS if values.get(name) is not None})
+    found = {name: values[name] for name in LINK_FIELDS if values.get(name) is not None}
+    found["permission_sets"] = tuple(sorted(json.loads(found.get("permission_sets") or "{}").items()))
+    return UserLink(**found)
 
 
 def failure_values(failure: FailureRecord) -> dict[str, Any]:

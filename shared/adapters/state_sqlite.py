@@ -65,6 +65,16 @@ class SqliteStateStore:
             # write lock, so opening a store never waits for another writer.
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 self._db.execute(statement)
+            self._add_new_columns()
+
+    def _add_new_columns(self) -> None:
+        """A database made by an older version lacks the record fields added since: add them (null
+        reads as the field's default)."""
+        for table, names in (("links", LINK_FIELDS), ("failures", FAILURE_FIELDS), ("held", HELD_FIELDS)):
+            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for name in names:
+                if name not in present:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} TEXT")
 
     def close(self) -> None:
         with self._lock:

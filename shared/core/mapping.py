@@ -13,6 +13,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 
 from .errors import PermanentError
 from .models import DEFAULT_ACCESS_ROLE_ID, AppRole, EntraUser
+from .permission_sets import PermissionSetMapping
 from .scoping import ScopingFilters
 
 # ProfileName is not a Salesforce field: the engine resolves it to ProfileId with one cached query.
@@ -42,10 +43,12 @@ class FieldMapping:
 
 @dataclass(frozen=True, slots=True)
 class AttributeMapping:
-    """The whole mapping of one deployment, with the scoping filters that decide who is in scope."""
+    """The whole mapping of one deployment, with the scoping filters that decide who is in scope and
+    the Entra groups that grant Salesforce permission sets."""
 
     fields: tuple[FieldMapping, ...]
     scoping: ScopingFilters = ScopingFilters()
+    permission_sets: PermissionSetMapping = PermissionSetMapping()
 
     @property
     def matching_fields(self) -> tuple[str, ...]:

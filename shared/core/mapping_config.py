@@ -10,6 +10,11 @@
     [[scoping.filter]]                  # clauses ANDed, filters ORed
     clause = [ { attribute = "department", operator = "EQUALS", value = "Sales" } ]
 
+    [[permission_sets.group]]           # Entra group → Salesforce permission sets (permission_sets.py)
+    group_id = "<group object id>"
+    permission_sets = ["Sales_Ops"]
+    permission_set_groups = ["Support_Agents"]
+
 Direct takes `source` (a Graph user property), Constant `value`, Expression `expression`; None has
 no source, so only its default is sent. Loading checks everything and raises one ConfigurationError
 listing every problem with the field it belongs to (expressions with line and column).
@@ -25,6 +30,7 @@ from typing import Any, Callable
 from .errors import ConfigurationError
 from .expressions import APP_ROLE_ASSIGNMENTS, Expression, ExpressionError, parse_expression
 from .mapping import PROFILE_NAME, AttributeMapping, FieldMapping, MappingInput, default_salesforce_mapping
+from .permission_sets import parse_permission_sets
 from .scoping import ScopingFilter, ScopingFilters, scoping_clause
 
 MAPPING_TYPES = ("Direct", "Constant", "Expression", "None")
@@ -63,13 +69,14 @@ def parse_mapping(text: str, *, origin: str = "mapping") -> AttributeMapping:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"{origin}: not valid TOML: {exc}") from None
     problems: list[str] = []
-    problems += [f"unknown top-level key {k!r} (expected fields, scoping)" for k in document
-                 if k not in ("fields", "scoping")]
+    problems += [f"unknown top-level key {k!r} (expected fields, scoping, permission_sets)" for k in document
+                 if k not in ("fields", "scoping", "permission_sets")]
     fields = _fields(document.get("fields"), problems)
     scoping = _scoping(document.get("scoping", {}), problems)
+    permission_sets = parse_permission_sets(document.get("permission_sets", {}), problems)
     if problems:
         raise ConfigurationError(f"{origin}: {len(problems)} problem(s): " + " | ".join(problems))
-    return AttributeMapping(fields=fields, scoping=scoping)
+    return AttributeMapping(fields=fields, scoping=scoping, permission_sets=permission_sets)
 
 
 def _fields(table: Any, problems: list[str]) -> tuple[FieldMapping, ...]:

@@ -77,11 +77,14 @@ class EntraUserState:
 
     `user` is None when the user no longer exists (hard-deleted or not found). `app_role_ids` are the
     roles of the Salesforce app granted to the user directly or through a group it is a direct member of.
+    `member_of` are those of the asked-for groups (the permission-set mapping's) the user is a member
+    of, directly or through nested groups; empty when none were asked for.
     """
 
     user_id: str
     user: EntraUser | None
     app_role_ids: frozenset[str] = frozenset()
+    member_of: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +118,9 @@ class SalesforceUser:
 
 @dataclass(frozen=True, slots=True)
 class UserLink:
-    """The sticky link from an Entra user to the Salesforce user it provisions, and what was last applied."""
+    """The sticky link from an Entra user to the Salesforce user it provisions, and what was last applied.
+    `permission_sets`: sorted (target key, assignment id) pairs, the permission set assignments this app
+    made (id) or found already made by someone else (id "") for the targets the user's groups grant."""
 
     entra_id: str
     salesforce_id: str
@@ -124,6 +129,7 @@ class UserLink:
     last_outcome: str = ""
     last_error_code: str | None = None
     updated_at: str = ""
+    permission_sets: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

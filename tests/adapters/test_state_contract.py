@@ -178,12 +178,14 @@ def test_links_round_trip_every_field_and_overwrite(store: StateStore) -> None:
         last_outcome="updated",
         last_error_code="UNABLE_TO_LOCK_ROW",
         updated_at="2025-01-01T00:00:00.000000+00:00",
+        permission_sets=(("PermissionSet:Sales_Ops", "0Pa5AB000000001AAA"), ("PermissionSetGroup:Support", "")),
     )
     assert store.get_link(entra_id) is None
     store.put_link(full)
     assert store.get_link(entra_id) == full
     assert store.get_link(entra_id.upper()) == full
-    cleared = replace(full, salesforce_id="005000000000002AAA", pending_email=None, last_error_code=None, applied_hash="")
+    cleared = replace(full, salesforce_id="005000000000002AAA", pending_email=None, last_error_code=None, applied_hash="",
+                      permission_sets=())
     store.put_link(cleared)
     assert store.get_link(entra_id) == cleared
     store.put_link(replace(full, entra_id=entra_id.upper()))
@@ -455,3 +457,19 @@ def test_launcher_names_the_install_script_when_azurite_is_missing(monkeypatch: 
     monkeypatch.setattr(azurite_launcher, "AZURITE_TABLE_BIN", tmp_path / "missing" / "azurite-table")
     with pytest.raises(azurite_launcher.AzuriteError, match="scripts/install-azurite.sh"):
         azurite_launcher.run_azurite()
+
+
+def test_sqlite_database_from_an_older_version_gains_the_new_link_fields(tmp_path) -> None:
+    import sqlite3
+
+    from shared.adapters.state_sqlite import SqliteStateStore
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:  # the links table as it was before permission_sets existed
+        db.execute("CREATE TABLE links (entra_id TEXT, salesforce_id TEXT, applied_hash TEXT, pending_email TEXT, "
+                   "last_outcome TEXT, last_error_code TEXT, updated_at TEXT, PRIMARY KEY (entra_id))")
+        db.execute("INSERT INTO links (entra_id, salesforce_id, last_outcome) VALUES ('e1', '005000000000001AAA', 'create')")
+    with SqliteStateStore(path) as store:
+        assert store.get_link("e1") == UserLink("e1", "005000000000001AAA", last_outcome="create")
+        store.put_link(UserLink("e1", "005000000000001AAA", permission_sets=(("PermissionSet:A", "0Pa1"),)))
+        assert store.get_link("e1").permission_sets == (("PermissionSet:A", "0Pa1"),)
