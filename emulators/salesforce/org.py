@@ -17,6 +17,8 @@ from shared.core.salesforce_rules import EMAIL_FORMAT, salesforce_length
 
 from . import soql
 from .knobs import CallCounter, Faults
+from .permissions import ASSIGNMENT_FIELDS, PERMISSION_SET_FIELDS, PERMISSION_SET_GROUP_FIELDS, PermissionCatalog
+from .records import RecordError, salesforce_id
 from .schema import (
     FIELD_LABELS,
     PROFILE_FIELDS,
@@ -29,9 +31,15 @@ from .schema import (
     canonical_names,
 )
 
-_ID_SUFFIX = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 _USER_NAMES = canonical_names(USER_FIELDS)
-_QUERY_SCHEMA = {"User": _USER_NAMES, "Profile": canonical_names(PROFILE_FIELDS)}
+_QUERY_SCHEMA = {
+    "User": _USER_NAMES,
+    "Profile": canonical_names(PROFILE_FIELDS),
+    "PermissionSet": canonical_names(PERMISSION_SET_FIELDS),
+    "PermissionSetGroup": canonical_names(PERMISSION_SET_GROUP_FIELDS),
+    "PermissionSetAssignment": canonical_names(ASSIGNMENT_FIELDS),
+}
+
 
 DEFAULT_LICENSES = {"Salesforce": 10, "Chatter Free": 5000}
 DEFAULT_PROFILES = {
@@ -40,16 +48,6 @@ DEFAULT_PROFILES = {
     "Read Only": "Salesforce",
     "Chatter Free User": "Chatter Free",
 }
-
-
-class RecordError(Exception):
-    """A write Salesforce would refuse: one errorCode, its message and the fields concerned."""
-
-    def __init__(self, code: str, message: str, fields: tuple[str, ...] = ()) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.fields = list(fields)
 
 
 class UsernameRegistry:
@@ -105,16 +103,6 @@ class ConnectedApp:
     certificate_pem: str | None
 
 
-def salesforce_id(prefix: str, pod: str, number: int) -> str:
-    """An 18-character id: 3-char key prefix, 3-char pod, 9-digit counter, then the case-safe suffix."""
-    base = f"{prefix}{pod}{number:09d}"
-    suffix = ""
-    for chunk in (base[0:5], base[5:10], base[10:15]):
-        bits = sum(1 << i for i, ch in enumerate(chunk) if "A" <= ch <= "Z")
-        suffix += _ID_SUFFIX[bits]
-    return base + suffix
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
 
@@ -161,6 +149,7 @@ class EmulatedOrg:
         self.query_log: deque[tuple[str, tuple[str, ...]]] = deque(maxlen=1000)
         self.connected_apps: dict[str, ConnectedApp] = {}
         self._passwords: dict[str, str] = {}  # lower-case username → password + security token
+        self.permissions = PermissionCatalog(lambda prefix: salesforce_id(prefix, self._pod, next(self._numbers)), _now)
         for name, license in profiles.items():
             self.add_profile(name, license)
 
@@ -171,6 +160,7 @@ class EmulatedOrg:
                 raise ValueError(f"unknown user licence {license!r}; known: {sorted(self._licenses)}")
             profile = Profile(salesforce_id("00e", self._pod, next(self._numbers)), name, license)
             self._profiles[profile.id[:15]] = profile
+            self.permissions.add_permission_set(f"X{profile.id[:15]}", name, profile_id=profile.id)
             return profile.id
 
     def rename_profile(self, profile_id: str, name: str) -> None:
@@ -276,11 +266,41 @@ class EmulatedOrg:
         with self._lock:
             if parsed.sobject == "User":
                 source = list(self._users.values())
-            else:
+            elif parsed.sobject == "Profile":
                 source = [p.record() for p in self._profiles.values()]
+            elif parsed.sobject == "PermissionSet":
+                source = self.permissions.permission_set_rows()
+            elif parsed.sobject == "PermissionSetGroup":
+                source = self.permissions.group_rows()
+            else:
+                source = self.permissions.assignment_rows(list(self._users.values()))
             rows = parsed.run(source)
             self.query_log.append((text, tuple(str(row.get("Id")) for row in rows)))
             return parsed.sobject, rows
+
+    # -- permission sets
+    def add_permission_set(self, name: str, label: str | None = None) -> str:
+        with self._lock:
+            return self.permissions.add_permission_set(name, label)
+
+    def add_permission_set_group(self, developer_name: str, label: str | None = None) -> str:
+        with self._lock:
+            return self.permissions.add_permission_set_group(developer_name, label)
+
+    def assign_permission_set(self, fields: Mapping[str, Any]) -> str:
+        """Create a PermissionSetAssignment as POST sobjects/PermissionSetAssignment would; raises RecordError."""
+        with self._lock:
+            assignee = self._users.get(str(fields.get("AssigneeId") or "")[:15])
+            return self.permissions.assign(fields, assignee)
+
+    def delete_permission_set_assignment(self, assignment_id: str) -> None:
+        with self._lock:
+            self.permissions.unassign(assignment_id)
+
+    def permission_set_assignments(self, user_id: str) -> list[dict[str, Any]]:
+        """The user's explicit assignments (not the implicit one of its profile)."""
+        with self._lock:
+            return [r for r in self.permissions.assignment_rows([]) if r["AssigneeId"][:15] == user_id[:15]]
 
     def get_profile(self, profile_id: str) -> dict[str, Any] | None:
         with self._lock:
@@ -348,9 +368,11 @@ class EmulatedOrg:
         """Hold the org lock; if the block raises, restore users, pending emails and username claims."""
         with self._lock:
             users, pending = copy.deepcopy(self._users), dict(self._pending_email)
+            permissions = copy.deepcopy(self.permissions)
             try:
                 yield
             except BaseException:
+                self.permissions = permissions
                 for user in self._users.values():
                     self.registry.release(user["Username"], self._owner)
                 for user in users.values():

@@ -6,6 +6,7 @@ errors use Salesforce's JSON list `[{"message","errorCode","fields"}]`, and comp
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 from typing import Any, Awaitable, Callable
 
@@ -207,20 +208,45 @@ async def collection(request: web.Request) -> web.Response:
         return error_response(
             400, "EXCEEDED_ID_LIMIT", f"record limit reached. cannot submit more than {MAX_COLLECTION} records into this call"
         )
+    writable = _WRITABLE[request.method]
     for record in records:
         sobject = (record.get("attributes") or {}).get("type")
-        if sobject != "User":
-            return error_response(400, "INVALID_TYPE", f"sObject type '{sobject}' is not supported by this emulator (User only)")
+        if sobject not in writable:
+            return error_response(400, "INVALID_TYPE", f"sObject type '{sobject}' is not supported by this emulator "
+                                  f"for {request.method} ({', '.join(writable)} only)")
     all_or_none = body.get("allOrNone", False)
     if not isinstance(all_or_none, bool):
         return error_response(400, "JSON_PARSER_ERROR", "allOrNone must be true or false")
-    write = _create_one if request.method == "POST" else _update_one
+    return _run_collection(org, [lambda r=record: writable[r["attributes"]["type"]](org, r) for record in records],
+                           all_or_none, keep_ids=request.method == "PATCH")
+
+
+async def collection_delete(request: web.Request) -> web.Response:
+    """DELETE composite/sobjects?ids=a,b&allOrNone=false: up to 200 records, results in order. Of the
+    emulated sObjects only PermissionSetAssignment can be deleted (users are deactivated, never deleted)."""
+    org = request.app[ORG_KEY]
+    ids = [i for i in request.query.get("ids", "").split(",") if i]
+    if not ids:
+        return error_response(400, "MISSING_ARGUMENT", "The ids parameter is required")
+    if len(ids) > MAX_COLLECTION:
+        return error_response(
+            400, "EXCEEDED_ID_LIMIT", f"record limit reached. cannot submit more than {MAX_COLLECTION} records into this call"
+        )
+    all_or_none = request.query.get("allOrNone", "false").lower()
+    if all_or_none not in ("true", "false"):
+        return error_response(400, "INVALID_QUERY_PARAMETER", "allOrNone must be true or false")
+    return _run_collection(org, [lambda i=record_id: _delete_one(org, i) for record_id in ids], all_or_none == "true",
+                           keep_ids=True)
+
+
+def _run_collection(org: EmulatedOrg, writes: list[Callable[[], dict[str, Any]]], all_or_none: bool, *,
+                    keep_ids: bool) -> web.Response:
     if not all_or_none:
-        return web.json_response([write(org, record) for record in records])
+        return web.json_response([write() for write in writes])
     results: list[dict[str, Any]] = []
     try:
         with org.atomic():
-            results = [write(org, record) for record in records]
+            results = [write() for write in writes]
             if not all(r["success"] for r in results):
                 raise _RolledBack()
     except _RolledBack:
@@ -228,11 +254,8 @@ async def collection(request: web.Request) -> web.Response:
             "ALL_OR_NONE_OPERATION_ROLLED_BACK",
             "Record rolled back because not all records were valid and the request was using AllOrNone header",
         )
-        # A rolled-back create has no id; a rolled-back update keeps the id it was sent with.
-        results = [
-            r if not r["success"] else _record_failure(rolled_back, r["id"] if request.method == "PATCH" else None)
-            for r in results
-        ]
+        # A rolled-back create has no id; a rolled-back update or delete keeps the id it was sent with.
+        results = [r if not r["success"] else _record_failure(rolled_back, r["id"] if keep_ids else None) for r in results]
     return web.json_response(results)
 
 
@@ -247,6 +270,26 @@ def _create_one(org: EmulatedOrg, record: dict[str, Any]) -> dict[str, Any]:
         return _record_failure(exc)
 
 
+def _assign_one(org: EmulatedOrg, record: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return {"id": org.assign_permission_set(record), "success": True, "errors": []}
+    except RecordError as exc:
+        return _record_failure(exc)
+
+
+def _delete_one(org: EmulatedOrg, record_id: str) -> dict[str, Any]:
+    if not _ID.fullmatch(record_id):
+        return _record_failure(RecordError("MALFORMED_ID", f"malformed id {record_id}"), record_id)
+    if not record_id.startswith("0Pa"):
+        return _record_failure(RecordError("INVALID_TYPE", "this emulator deletes PermissionSetAssignment records only"),
+                               record_id)
+    try:
+        org.delete_permission_set_assignment(record_id)
+    except RecordError as exc:
+        return _record_failure(exc, record_id)
+    return {"id": record_id, "success": True, "errors": []}
+
+
 def _update_one(org: EmulatedOrg, record: dict[str, Any]) -> dict[str, Any]:
     fields = {k: v for k, v in record.items() if k.lower() != "id"}
     record_id = next((v for k, v in record.items() if k.lower() == "id"), None)
@@ -259,6 +302,13 @@ def _update_one(org: EmulatedOrg, record: dict[str, Any]) -> dict[str, Any]:
             exc = RecordError("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id")
         return _record_failure(exc, str(record_id))
     return {"id": record_id, "success": True, "errors": []}
+
+
+_WRITABLE: dict[str, dict[str, Callable[[EmulatedOrg, dict[str, Any]], dict[str, Any]]]] = {
+    "POST": {"User": _create_one, "PermissionSetAssignment": _assign_one},
+    "PATCH": {"User": _update_one},
+}
+_ID = re.compile(r"[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?")
 
 
 async def limits(request: web.Request) -> web.Response:
@@ -292,6 +342,7 @@ def build_app(org: EmulatedOrg) -> web.Application:
     app.router.add_get(API + "/sobjects/Profile/{id}", profile, name="profile_read")
     app.router.add_post(API + "/composite/sobjects", collection, name="composite_create")
     app.router.add_patch(API + "/composite/sobjects", collection, name="composite_update")
+    app.router.add_delete(API + "/composite/sobjects", collection_delete, name="composite_delete")
     app.router.add_get(API + "/limits{_:/?}", limits, name="limits")
     app.router.add_post("/services/oauth2/token", oauth_token, name="oauth_token")
     app.router.add_post("/services/Soap/u/{version}", soap_login_call, name="soap_login")

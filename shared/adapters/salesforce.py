@@ -10,6 +10,7 @@ import asyncio
 import logging
 import re
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 from urllib.parse import quote_plus
@@ -20,7 +21,8 @@ from simple_salesforce.exceptions import SalesforceAuthenticationFailed, Salesfo
 from simple_salesforce.format import quote_soql_value
 
 from shared.core.errors import ProvisioningError, SessionExpired, salesforce_error
-from shared.core.models import SalesforceProfile, SalesforceUser
+from shared.core.models import PermissionSetAssignment, SalesforceProfile, SalesforceUser
+from shared.core.permission_sets import PermissionTarget
 from shared.core.profile_roles import ASSIGNABLE_USER_TYPES
 from shared.core.ports import RecordResult
 
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 
 MAX_URL_BYTES = 16_384  # Salesforce refuses longer request URIs (414)
 COLLECTION_SIZE = 200  # records per composite/sobjects call
+# Permission set ids change only when an admin deletes and re-creates a set: re-read them now and then.
+PERMISSION_TARGETS_TTL_SECONDS = 900.0
 _FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)?$")
 _SALESFORCE_ID = re.compile(r"^[A-Za-z0-9]{15}([A-Za-z0-9]{3})?$")
 _TAG = re.compile(r"<[^>]+>")
@@ -54,6 +58,8 @@ class SalesforceRestOrg:
         self._client: Salesforce | None = None
         self._profiles: dict[str, str] | None = None
         self._profiles_lock = asyncio.Lock()
+        self._targets: dict[PermissionTarget, str] = {}
+        self._targets_read_at = float("-inf")
         self._lock = threading.Lock()  # guards the client and the counters across worker threads
         self.calls = SalesforceCallCounts()
 
@@ -98,6 +104,60 @@ class SalesforceRestOrg:
     async def update_users(self, records: Sequence[Mapping[str, Any]]) -> list[RecordResult]:
         return await self._write("PATCH", records)
 
+    async def permission_target_ids(self, targets: Iterable[PermissionTarget]) -> Mapping[PermissionTarget, str]:
+        """Ids of the named permission sets (not those owned by profiles) and permission set groups
+        that exist; one query per kind for the names not cached (for PERMISSION_TARGETS_TTL_SECONDS)."""
+        if time.monotonic() - self._targets_read_at > PERMISSION_TARGETS_TTL_SECONDS:
+            self._targets, self._targets_read_at = {}, time.monotonic()
+        wanted = set(targets)
+        missing = sorted(wanted - self._targets.keys())
+        for kind, name_field, soql in (
+            ("PermissionSet", "Name", "SELECT Id, Name FROM PermissionSet WHERE Name IN {} AND IsOwnedByProfile = false"),
+            ("PermissionSetGroup", "DeveloperName", "SELECT Id, DeveloperName FROM PermissionSetGroup WHERE DeveloperName IN {}"),
+        ):
+            names = [t.name for t in missing if t.kind == kind]
+            if not names:
+                continue
+            by_name = {name.casefold(): name for name in names}  # SOQL compares text case-insensitively
+            records = await self._run(lambda client, q=format_soql(soql, names): self._query_all(client, q))
+            for record in records:
+                name = by_name.get(str(record[name_field]).casefold())
+                if name is not None:
+                    self._targets[PermissionTarget(kind, name)] = record["Id"]  # type: ignore[arg-type]
+        return {t: self._targets[t] for t in wanted if t in self._targets}
+
+    async def permission_set_assignments(
+        self, assignee_ids: Iterable[str], permission_set_ids: Iterable[str], permission_set_group_ids: Iterable[str],
+    ) -> list[PermissionSetAssignment]:
+        """The assignments of those users to those permission sets or permission set groups, in as few
+        queries as the URL length allows."""
+        assignees = list(dict.fromkeys(assignee_ids))
+        sets, groups = sorted(set(permission_set_ids)), sorted(set(permission_set_group_ids))
+        bad = [value for value in [*assignees, *sets, *groups] if not _SALESFORCE_ID.match(str(value))]
+        if bad:
+            raise salesforce_error(None, "MALFORMED_ID", f"not Salesforce ids: {bad[:5]}")
+        if not assignees or not (sets or groups):
+            return []
+        found: list[PermissionSetAssignment] = []
+        for soql in self._assignment_queries(assignees, sets, groups):
+            for r in await self._run(lambda client, q=soql: self._query_all(client, q)):
+                found.append(PermissionSetAssignment(r["Id"], r["AssigneeId"], r["PermissionSetId"],
+                                                     r.get("PermissionSetGroupId")))
+        return found
+
+    async def create_permission_set_assignments(self, records: Sequence[Mapping[str, Any]]) -> list[RecordResult]:
+        """composite/sobjects POST of PermissionSetAssignment records (AssigneeId and PermissionSetId or
+        PermissionSetGroupId), up to 200 per call, allOrNone=false."""
+        return await self._write("POST", records, sobject="PermissionSetAssignment")
+
+    async def delete_permission_set_assignments(self, ids: Sequence[str]) -> list[RecordResult]:
+        """composite/sobjects DELETE ?ids=…, up to 200 per call, allOrNone=false."""
+        bad = [value for value in ids if not _SALESFORCE_ID.match(str(value))]
+        if bad:
+            raise salesforce_error(None, "MALFORMED_ID", f"not Salesforce ids: {bad[:5]}")
+        return await self._in_collections(
+            "DELETE", ids, lambda chunk: {"params": {"ids": ",".join(chunk), "allOrNone": "false"}})
+
     # -- queries
     def _user_queries(self, select: str, columns: list[tuple[str, list[str]]]) -> Iterator[str]:
         """SOQL texts that together cover every (column, values) pair, each short enough for one GET.
@@ -123,6 +183,22 @@ class SalesforceRestOrg:
             if chunk:
                 yield _in_query(select, column, chunk)
 
+    def _assignment_queries(self, assignees: list[str], sets: list[str], groups: list[str]) -> Iterator[str]:
+        """Halve the assignee list until each query fits in one GET."""
+        targets = " OR ".join(part for part in (format_soql("PermissionSetId IN {}", sets) if sets else "",
+                                                 format_soql("PermissionSetGroupId IN {}", groups) if groups else "") if part)
+        soql = format_soql("SELECT Id, AssigneeId, PermissionSetId, PermissionSetGroupId FROM PermissionSetAssignment "
+                           "WHERE AssigneeId IN {}", assignees) + f" AND ({targets})"
+        base = len(self._client.base_url) if self._client else len("https://" + "x" * 255 + "/services/data/v99.9/")
+        if base + len("query/?q=") + len(quote_plus(soql)) <= MAX_URL_BYTES:
+            yield soql
+        elif len(assignees) == 1:
+            raise salesforce_error(None, "URI_TOO_LONG", "too many permission sets mapped for one assignment query")
+        else:
+            half = len(assignees) // 2
+            yield from self._assignment_queries(assignees[:half], sets, groups)
+            yield from self._assignment_queries(assignees[half:], sets, groups)
+
     def _query_all(self, client: Salesforce, soql: str) -> list[dict[str, Any]]:
         """All pages, following nextRecordsUrl; every page is one counted API call."""
         page = _query_page(client.query(soql, timeout=self._timeout))
@@ -133,23 +209,26 @@ class SalesforceRestOrg:
         return records
 
     # -- writes
-    async def _write(self, method: str, records: Sequence[Mapping[str, Any]]) -> list[RecordResult]:
-        """One composite/sobjects call per 200 records. If a whole call fails, that chunk and every
-        later one get the call's error (nothing more is sent: the org is unhappy, retry later)."""
+    async def _write(self, method: str, records: Sequence[Mapping[str, Any]], *, sobject: str = "User") -> list[RecordResult]:
+        return await self._in_collections(method, records, lambda chunk: {"json": {
+            "allOrNone": False, "records": [{"attributes": {"type": sobject}, **record} for record in chunk]}})
+
+    async def _in_collections(self, method: str, items: Sequence[Any],
+                              request: Callable[[Sequence[Any]], dict[str, Any]]) -> list[RecordResult]:
+        """One composite/sobjects call per 200 items (`request` makes its json body or params). If a
+        whole call fails, that chunk and every later one get the call's error (nothing more is sent:
+        the org is unhappy, retry later)."""
         results: list[RecordResult] = []
-        for start in range(0, len(records), COLLECTION_SIZE):
-            chunk = records[start : start + COLLECTION_SIZE]
-            body = {
-                "allOrNone": False,
-                "records": [{"attributes": {"type": "User"}, **record} for record in chunk],
-            }
+        for start in range(0, len(items), COLLECTION_SIZE):
+            chunk = items[start : start + COLLECTION_SIZE]
             try:
                 response = await self._run(
-                    lambda client, b=body: client.restful("composite/sobjects", method=method, json=b, timeout=self._timeout)
+                    lambda client, r=request(chunk): client.restful("composite/sobjects", method=method,
+                                                                    timeout=self._timeout, **r)
                 )
             except ProvisioningError as exc:
                 log.warning("composite/sobjects %s failed as a whole: %s", method, exc.code)
-                results.extend(RecordResult(None, exc) for _ in records[start:])
+                results.extend(RecordResult(None, exc) for _ in items[start:])
                 return results
             chunk_results = _record_results(response, len(chunk))
             failed = sum(1 for r in chunk_results if r.error)

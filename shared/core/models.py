@@ -117,6 +117,17 @@ class SalesforceUser:
 
 
 @dataclass(frozen=True, slots=True)
+class PermissionSetAssignment:
+    """A Salesforce PermissionSetAssignment. An assignment of a permission set group has the group's
+    id in permission_set_group_id (permission_set_id is then the group's aggregate permission set)."""
+
+    id: str
+    assignee_id: str
+    permission_set_id: str
+    permission_set_group_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class UserLink:
     """The sticky link from an Entra user to the Salesforce user it provisions, and what was last applied.
     `permission_sets`: sorted (target key, assignment id) pairs, the permission set assignments this app

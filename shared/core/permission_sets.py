@@ -27,8 +27,9 @@ TargetKind = Literal["PermissionSet", "PermissionSetGroup"]
 MAX_MAPPED_GROUPS = 50
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # Permission set Name and permission set group DeveloperName are API names: a letter, then letters,
-# digits and single underscores, optionally behind a managed package's namespace prefix ("ns__").
-_API_NAME = re.compile(r"(?:[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*__)?[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*")
+# digits and single underscores. (A managed package's sets carry their namespace in a separate
+# NamespacePrefix field; mapping those is not supported.)
+_API_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*")
 _KEYS = {"group_id", "name", "permission_sets", "permission_set_groups"}
 
 

@@ -89,9 +89,9 @@ def test_more_groups_than_one_delta_query_can_follow_is_refused():
     assert "51 groups mapped; at most 50" in problems(entries)
 
 
-def test_namespaced_api_names_are_accepted():
-    parsed = mapping(f'[[permission_sets.group]]\ngroup_id = "{SALES}"\npermission_sets = ["ns__Sales_Ops"]\n')
-    assert parsed.permission_sets.targets == {PermissionTarget("PermissionSet", "ns__Sales_Ops")}
+def test_labels_and_namespaced_names_are_not_api_names():
+    text = problems(f'[[permission_sets.group]]\ngroup_id = "{SALES}"\npermission_sets = ["ns__Sales_Ops", "1st", "A_"]\n')
+    assert "'ns__Sales_Ops', '1st', 'A_' is not a permission set Name" in text
 
 
 # ---- planning -------------------------------------------------------------------------------------
