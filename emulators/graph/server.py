@@ -44,6 +44,7 @@ API_VERSION = "/v1.0"
 DEFAULT_TOKEN = "dev-graph-token"
 REQUEST_LOG_SIZE = 10_000
 MAX_TOP = 999
+MAX_CHECK_MEMBER_GROUPS = 20
 _GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _RESOURCE_FILTER = re.compile(rf"^\s*resourceId\s+eq\s+'?({_GUID})'?\s*$")
 
@@ -102,6 +103,8 @@ class GraphEmulator:
             ("users.delta", "GET", r"/users/(?:delta|delta\(\)|microsoft\.graph\.delta\(\))", self._users_delta),
             ("users.appRoleAssignments", "GET", r"/users/(?P<id>[^/]+)/appRoleAssignments", self._user_assignments),
             ("users.sendMail", "POST", r"/users/(?P<id>[^/]+)/(?:microsoft\.graph\.)?sendMail", self._send_mail),
+            ("users.checkMemberGroups", "POST", r"/users/(?P<id>[^/]+)/(?:microsoft\.graph\.)?checkMemberGroups",
+             self._check_member_groups),
             ("users.get", "GET", r"/users/(?P<id>[^/]+)", self._user),
             ("servicePrincipals.appRoleAssignedTo", "GET", _SP + r"/appRoleAssignedTo", self._assigned_to),
             ("servicePrincipals.get", "GET", _SP, self._service_principal),
@@ -315,6 +318,25 @@ class GraphEmulator:
             raise GraphHTTPError(400, "ErrorInvalidRequest", str(exc)) from None
         self.outbox.append(mail)
         return web.Response(status=202)
+
+    async def _check_member_groups(self, request: web.Request, match: re.Match[str]) -> web.Response:
+        """Which of up to 20 group ids the user is a member of, transitively. The ids are evaluated as
+        one request: one malformed id fails it all; ids of groups that do not exist are not returned."""
+        user = self._find_user(match["id"])
+        try:
+            group_ids = (await request.json()).get("groupIds")
+        except (ValueError, AttributeError):
+            raise GraphHTTPError(400, "Request_BadRequest", "The request body must be a JSON object.") from None
+        if not isinstance(group_ids, list) or not group_ids:
+            raise GraphHTTPError(400, "Request_BadRequest", "groupIds must be a non-empty array.")
+        if len(group_ids) > MAX_CHECK_MEMBER_GROUPS:
+            raise GraphHTTPError(400, "Request_BadRequest",
+                                 f"The number of groupIds exceeds the maximum of {MAX_CHECK_MEMBER_GROUPS}.")
+        if not all(isinstance(g, str) and re.fullmatch(_GUID, g) for g in group_ids):
+            raise GraphHTTPError(400, "Request_BadRequest", "Invalid GUID in groupIds.")
+        member_of = self.tenant.transitive_group_ids(user["id"])
+        return web.json_response({"@odata.context": f"{_origin(request)}{API_VERSION}/$metadata#Collection(Edm.String)",
+                                  "value": [g for g in group_ids if g.lower() in member_of]})
 
     def _find_user(self, id_or_upn: str) -> dict[str, Any]:
         user = self.tenant.find_user(id_or_upn)

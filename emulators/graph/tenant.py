@@ -341,6 +341,17 @@ class Tenant:
                     )
             return members
 
+    def transitive_group_ids(self, member_id: str) -> set[str]:
+        """Every group the user or group is a member of, directly or through nested groups."""
+        with self.lock:
+            found: set[str] = set()
+            frontier = {member_id.lower()}
+            while frontier:
+                parents = {g.id for g in self._groups.values() if frontier & set(g.member_ids)} - found
+                found |= parents
+                frontier = parents
+            return found
+
     def _group(self, group_id: str) -> Group:
         group = self._groups.get(group_id.lower())
         if group is None:

@@ -14,8 +14,9 @@ import json
 import logging
 from collections import Counter
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, Iterator, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 from azure.core.exceptions import ClientAuthenticationError
@@ -47,7 +48,7 @@ from msgraph.generated.users.item.user_item_request_builder import UserItemReque
 from shared.core.errors import ConfigurationError, DeltaTokenExpired, ProvisioningError, graph_error
 from shared.core.models import AppRole, AppRoleAssignment, DeltaPage, EntraUser, EntraUserState, UserChange
 
-from .graph_batch import MAX_BATCH_REQUESTS, BatchItemResult, get_batch, relative_url
+from .graph_batch import MAX_BATCH_REQUESTS, BatchItemResult, BatchPost, BatchRead, get_batch, relative_url
 from .graph_client import GraphRetryPolicy, StaticTokenCredential, build_graph_client, close_graph_client
 
 __all__ = ["GraphDirectory", "GraphMailer", "GraphRetryPolicy", "StaticTokenCredential", "build_graph_client",
@@ -59,7 +60,7 @@ _ERROR_MAP: dict[str, Any] = {"XXX": ODataError}
 _EXPIRED_TOKEN_CODES = frozenset({"syncStateNotFound", "resyncRequired", "Directory_ExpiredPageToken"})
 _USER_TYPE = "#microsoft.graph.user"
 MAX_PAGE_SIZE = 999
-USERS_PER_BATCH = MAX_BATCH_REQUESTS // 2  # two reads per user
+CHECK_MEMBER_GROUPS_MAX = 20  # group ids per checkMemberGroups call
 
 
 class GraphDirectory:
@@ -145,39 +146,50 @@ class GraphDirectory:
             return EntraUserState(user_key, None)
         return _user_state(user_key, data, items, service_principal_id)
 
-    async def user_states(self, user_ids: Sequence[str], select: Sequence[str],
-                          service_principal_id: str) -> dict[str, EntraUserState | ProvisioningError]:
-        """user_state for many users: both reads of up to 10 users per $batch, `batch_concurrency`
-        batches at a time. Keyed by lower-cased user id; a user whose reads failed maps to the error
-        user_state would have raised, so one bad user or batch never hides the others' states."""
+    async def user_states(self, user_ids: Sequence[str], select: Sequence[str], service_principal_id: str, *,
+                          group_ids: Sequence[str] = ()) -> dict[str, EntraUserState | ProvisioningError]:
+        """user_state for many users: the reads of as many users as fit in a $batch of 20 (two each, plus
+        one checkMemberGroups per 20 of `group_ids` for member_of), `batch_concurrency` batches at a
+        time. Keyed by lower-cased user id; a user whose reads failed maps to the error user_state
+        would have raised, so one bad user or batch never hides the others' states."""
         keys = list(dict.fromkeys(user_id.lower() for user_id in user_ids))
+        groups = list(dict.fromkeys(g.lower() for g in group_ids))
+        group_chunks = [groups[start:start + CHECK_MEMBER_GROUPS_MAX] for start in range(0, len(groups), CHECK_MEMBER_GROUPS_MAX)]
+        per_batch = MAX_BATCH_REQUESTS // (2 + len(group_chunks))
+        if per_batch < 1:
+            raise ConfigurationError(f"{len(groups)} groups are too many to check in one Graph batch per user")
         slots = asyncio.Semaphore(self._batch_concurrency)
 
         async def one_batch(chunk: list[str]) -> dict[str, EntraUserState | ProvisioningError]:
             async with slots:
-                return await self._user_states_batch(chunk, select, service_principal_id)
+                return await self._user_states_batch(chunk, select, service_principal_id, group_chunks)
 
         states: dict[str, EntraUserState | ProvisioningError] = {}
-        for part in await asyncio.gather(*(one_batch(keys[start:start + USERS_PER_BATCH])
-                                           for start in range(0, len(keys), USERS_PER_BATCH))):
+        for part in await asyncio.gather(*(one_batch(keys[start:start + per_batch])
+                                           for start in range(0, len(keys), per_batch))):
             states.update(part)
         return states
 
-    async def _user_states_batch(self, user_keys: list[str], select: Sequence[str],
-                                 service_principal_id: str) -> dict[str, EntraUserState | ProvisioningError]:
-        urls: dict[str, str] = {}
+    async def _user_states_batch(self, user_keys: list[str], select: Sequence[str], service_principal_id: str,
+                                 group_chunks: list[list[str]]) -> dict[str, EntraUserState | ProvisioningError]:
+        reads: dict[str, BatchRead] = {}
         for index, key in enumerate(user_keys):
-            urls[f"{index}.user"] = relative_url(self._user_request(key, select), self._base_url)
-            urls[f"{index}.roles"] = relative_url(self._assignments_request(key, service_principal_id), self._base_url)
+            reads[f"{index}.user"] = relative_url(self._user_request(key, select), self._base_url)
+            reads[f"{index}.roles"] = relative_url(self._assignments_request(key, service_principal_id), self._base_url)
+            for n, chunk in enumerate(group_chunks):
+                reads[f"{index}.groups{n}"] = BatchPost(f"/users/{quote(key)}/checkMemberGroups", {"groupIds": chunk})
         try:
-            answers = await get_batch(self._post_batch, urls, self._batch_retry)
+            answers = await get_batch(self._post_batch, reads, self._batch_retry)
         except ProvisioningError as exc:
             return {key: exc for key in user_keys}
         states: dict[str, EntraUserState | ProvisioningError] = {}
         for index, key in enumerate(user_keys):
             try:
-                states[key] = await self._batched_user_state(key, answers[f"{index}.user"], answers[f"{index}.roles"],
-                                                             service_principal_id)
+                state = await self._batched_user_state(key, answers[f"{index}.user"], answers[f"{index}.roles"],
+                                                       service_principal_id)
+                if state.user is not None and group_chunks:
+                    state = _with_groups(state, [answers[f"{index}.groups{n}"] for n in range(len(group_chunks))])
+                states[key] = state
             except ProvisioningError as exc:
                 states[key] = exc
         return states
@@ -360,6 +372,22 @@ def _user_state(user_key: str, data: dict[str, Any], assignments: list[dict[str,
     roles = frozenset(_assignment(item).app_role_id for item in assignments
                       if str(item.get("resourceId", "")).lower() == resource)
     return EntraUserState(user_key, EntraUser(attributes["id"], attributes), roles)
+
+
+def _with_groups(state: EntraUserState, answers: list[BatchItemResult]) -> EntraUserState:
+    """The state with member_of from checkMemberGroups answers (each a list of the asked ids the user
+    is a member of, transitively); a user deleted meanwhile (404) is gone."""
+    member_of: set[str] = set()
+    for answer in answers:
+        if answer.status == 404:
+            return EntraUserState(state.user_id, None)
+        if not answer.ok:
+            raise answer.error()
+        ids = _json_body(answer.body).get("value")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise graph_error(None, "MalformedResponse", "checkMemberGroups answered without a list of ids")
+        member_of.update(i.lower() for i in ids)
+    return replace(state, member_of=frozenset(member_of))
 
 
 def _with_id(select: Sequence[str]) -> list[str]:

@@ -1,4 +1,5 @@
-"""Graph JSON batching: up to 20 GETs in one `POST /$batch`, with the retries the SDK cannot give.
+"""Graph JSON batching: up to 20 reads (GETs, and read-only POST actions such as checkMemberGroups) in
+one `POST /$batch`, with the retries the SDK cannot give.
 
 The envelope goes through the SDK's request adapter (auth, retry and redirect middleware apply to it),
 but its middleware never sees the items: each item has its own status, and one answered 429, 503 or
@@ -21,6 +22,17 @@ MAX_BATCH_REQUESTS = 20
 RETRYABLE_STATUSES = frozenset({429, 503, 504})
 
 SendEnvelope = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPost:
+    """A read-only POST action as a batch item (safe to re-send): its relative URL and JSON body."""
+
+    url: str
+    body: Any
+
+
+BatchRead = str | BatchPost  # a relative URL to GET, or a POST action
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,18 +71,17 @@ def relative_url(info: RequestInformation, base_url: str) -> str:
     return url
 
 
-async def get_batch(send: SendEnvelope, urls: Mapping[str, str], policy: GraphRetryPolicy) -> dict[str, BatchItemResult]:
-    """GET each relative URL (item id → URL, at most 20) in one $batch. Items answered 429/503/504 are
-    re-sent up to policy.max_retries times; an item's last answer is returned, whatever it is.
-    Raises what `send` raises when the envelope itself fails, and a MalformedResponse error when the
-    answer does not account for every item."""
+async def get_batch(send: SendEnvelope, urls: Mapping[str, BatchRead], policy: GraphRetryPolicy) -> dict[str, BatchItemResult]:
+    """GET each relative URL, or POST each BatchPost, (item id → read, at most 20) in one $batch. Items
+    answered 429/503/504 are re-sent up to policy.max_retries times; an item's last answer is
+    returned, whatever it is. Raises what `send` raises when the envelope itself fails, and a
+    MalformedResponse error when the answer does not account for every item."""
     if len(urls) > MAX_BATCH_REQUESTS:
         raise ValueError(f"a Graph batch holds at most {MAX_BATCH_REQUESTS} requests, got {len(urls)}")
     results: dict[str, BatchItemResult] = {}
     pending = dict(urls)
     for attempt in range(policy.max_retries + 1):
-        envelope = await send({"requests": [{"id": item_id, "method": "GET", "url": url}
-                                            for item_id, url in pending.items()]})
+        envelope = await send({"requests": [_request(item_id, read) for item_id, read in pending.items()]})
         answered = _item_results(envelope, pending.keys())
         results.update(answered)
         pending = {item_id: url for item_id, url in pending.items() if answered[item_id].status in RETRYABLE_STATUSES}
@@ -81,6 +92,13 @@ async def get_batch(send: SendEnvelope, urls: Mapping[str, str], policy: GraphRe
             break
         await asyncio.sleep(delay)
     return results
+
+
+def _request(item_id: str, read: BatchRead) -> dict[str, Any]:
+    if isinstance(read, BatchPost):
+        return {"id": item_id, "method": "POST", "url": read.url, "body": read.body,
+                "headers": {"Content-Type": "application/json"}}
+    return {"id": item_id, "method": "GET", "url": read}
 
 
 def _retry_delay(throttled: list[BatchItemResult], policy: GraphRetryPolicy, attempt: int) -> float | None:

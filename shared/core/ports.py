@@ -51,10 +51,12 @@ class Directory(Protocol):
         ...
 
     async def user_states(
-        self, user_ids: Sequence[str], select: Sequence[str], service_principal_id: str
+        self, user_ids: Sequence[str], select: Sequence[str], service_principal_id: str, *,
+        group_ids: Sequence[str] = (),
     ) -> dict[str, EntraUserState | ProvisioningError]:
         """user_state for many users at once (Graph JSON batching), keyed by lower-case id; a failure
-        is that user's alone."""
+        is that user's alone. With group_ids, each state's member_of says which of those groups the
+        user is a member of, directly or through nested groups."""
         ...
 
 

@@ -171,3 +171,44 @@ async def test_no_users_make_no_calls(graph, demo, directory):
 
     assert await directory.user_states([], SELECT, tenant.service_principal_id) == {}
     assert graph.calls["batch"] == 0
+
+
+async def test_group_membership_of_the_mapped_groups_is_read_in_the_same_batches(graph, demo, directory):
+    emulator, tenant = demo
+    groups = tenant.group_ids
+    nested, parent = groups["Sales Contractors"], groups["Sales Team"]  # the nested group is in Sales Team
+    asked = [parent, groups["Support Team"], MISSING] + [f"00000000-0000-4000-8000-{n:012d}" for n in range(1, 20)]
+    nested_member = next(iter(tenant.nested_only_ids))
+    ids = [nested_member, *tenant.user_ids[:9]]
+
+    states = await directory.user_states(ids, SELECT, tenant.service_principal_id, group_ids=[g.upper() for g in asked])
+
+    assert parent in states[nested_member].member_of  # through the nested group
+    for user_id in ids:
+        state = states[user_id]
+        if state.user is not None:
+            expected = emulator.tenant.transitive_group_ids(user_id) & {parent, groups["Support Team"]}
+            assert state.member_of == expected, user_id
+    # 22 groups: two checkMemberGroups items per user, so five users (20 items) per batch
+    assert graph.calls["batch"] == 2 and graph.calls["users.checkMemberGroups"] == 2 * sum(
+        1 for user_id in ids if emulator.tenant.find_user(user_id) is not None)
+    assert nested in emulator.tenant.transitive_group_ids(nested_member)
+
+
+async def test_without_mapped_groups_membership_is_not_read(graph, demo, directory):
+    _, tenant = demo
+    states = await directory.user_states(tenant.user_ids[:10], SELECT, tenant.service_principal_id)
+    assert graph.calls["users.checkMemberGroups"] == 0
+    assert all(state.member_of == frozenset() for state in states.values())
+
+
+async def test_a_refused_membership_check_fails_that_user_only(graph, demo, directory):
+    _, tenant = demo
+    live = [u for u in tenant.user_ids if graph.tenant.find_user(u) is not None][:2]
+    graph.faults.add("users.checkMemberGroups", 403, times=1)
+
+    states = await directory.user_states(live, SELECT, tenant.service_principal_id, group_ids=[MISSING])
+
+    failed = [s for s in states.values() if isinstance(s, PermanentError)]
+    assert len(failed) == 1 and failed[0].code != ""
+    assert sum(isinstance(s, EntraUserState) for s in states.values()) == 1

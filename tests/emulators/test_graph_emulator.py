@@ -159,6 +159,24 @@ def test_group_members_are_direct_with_types_and_casts(graph, http, tenant):
         assert [m["id"] for m in only_users] == [user]
 
 
+def test_check_member_groups_is_transitive_and_refuses_what_graph_refuses(graph, http, tenant):
+    user, other = add_users(tenant, 2)
+    sales, contractors, empty = tenant.add_group("Sales"), tenant.add_group("Contractors"), tenant.add_group("Empty")
+    tenant.add_member(sales, contractors)
+    tenant.add_member(contractors, user)
+    unknown = "00000000-0000-4000-8000-000000000001"
+    url = f"{graph.base_url}/users/{user}/checkMemberGroups"
+
+    answer = http.post(url, json={"groupIds": [sales.upper(), empty, unknown, contractors]})
+    assert answer.status_code == 200 and answer.json()["value"] == [sales.upper(), contractors]
+    assert http.post(f"{graph.base_url}/users/{other}/microsoft.graph.checkMemberGroups",
+                     json={"groupIds": [sales]}).json()["value"] == []
+    malformed = http.post(url, json={"groupIds": [sales, "Sales"]})
+    assert malformed.status_code == 400 and malformed.json()["error"]["code"] == "Request_BadRequest"
+    assert http.post(url, json={"groupIds": [unknown] * 21}).status_code == 400
+    assert http.post(f"{graph.base_url}/users/{unknown}/checkMemberGroups", json={"groupIds": [sales]}).status_code == 404
+
+
 def test_user_app_role_assignments_include_direct_group_ones_and_filter_by_resource(graph, http, tenant):
     user, = add_users(tenant, 1)
     sp, other_sp = tenant.add_service_principal("Salesforce"), tenant.add_service_principal("Other")
