@@ -58,7 +58,7 @@ class SalesforceRestOrg:
         self._client: Salesforce | None = None
         self._profiles: dict[str, str] | None = None
         self._profiles_lock = asyncio.Lock()
-        self._targets: dict[PermissionTarget, str] = {}
+        self._targets: dict[PermissionTarget, str | None] = {}  # None: not in the org
         self._targets_read_at = float("-inf")
         self._lock = threading.Lock()  # guards the client and the counters across worker threads
         self.calls = SalesforceCallCounts()
@@ -106,7 +106,8 @@ class SalesforceRestOrg:
 
     async def permission_target_ids(self, targets: Iterable[PermissionTarget]) -> Mapping[PermissionTarget, str]:
         """Ids of the named permission sets (not those owned by profiles) and permission set groups
-        that exist; one query per kind for the names not cached (for PERMISSION_TARGETS_TTL_SECONDS)."""
+        that exist; one query per kind for the names not cached. Found and missing names alike are
+        cached for PERMISSION_TARGETS_TTL_SECONDS."""
         if time.monotonic() - self._targets_read_at > PERMISSION_TARGETS_TTL_SECONDS:
             self._targets, self._targets_read_at = {}, time.monotonic()
         wanted = set(targets)
@@ -120,11 +121,11 @@ class SalesforceRestOrg:
                 continue
             by_name = {name.casefold(): name for name in names}  # SOQL compares text case-insensitively
             records = await self._run(lambda client, q=format_soql(soql, names): self._query_all(client, q))
-            for record in records:
-                name = by_name.get(str(record[name_field]).casefold())
-                if name is not None:
-                    self._targets[PermissionTarget(kind, name)] = record["Id"]  # type: ignore[arg-type]
-        return {t: self._targets[t] for t in wanted if t in self._targets}
+            found = {by_name[str(r[name_field]).casefold()]: r["Id"] for r in records
+                     if str(r[name_field]).casefold() in by_name}
+            for name in names:
+                self._targets[PermissionTarget(kind, name)] = found.get(name)  # type: ignore[arg-type]
+        return {t: i for t in wanted if (i := self._targets.get(t))}
 
     async def permission_set_assignments(
         self, assignee_ids: Iterable[str], permission_set_ids: Iterable[str], permission_set_group_ids: Iterable[str],

@@ -18,11 +18,13 @@ from .models import (
     EntraUserState,
     FailureRecord,
     GraphSubscription,
+    PermissionSetAssignment,
     SalesforceProfile,
     SalesforceUser,
     SubscriptionRequest,
     UserLink,
 )
+from .permission_sets import PermissionTarget
 from .safety import HeldDeactivation
 
 
@@ -94,6 +96,26 @@ class SalesforceOrg(Protocol):
 
     async def update_users(self, records: Sequence[Mapping[str, Any]]) -> list[RecordResult]:
         """composite/sobjects PATCH; each record carries its Id."""
+        ...
+
+    # permission sets from Entra groups (shared/services/permission_sets.py)
+    async def permission_target_ids(self, targets: Iterable[PermissionTarget]) -> Mapping[PermissionTarget, str]:
+        """Ids of those permission sets (by Name, not profile-owned) and permission set groups (by
+        DeveloperName) that exist; absent ones are left out."""
+        ...
+
+    async def permission_set_assignments(
+        self, assignee_ids: Iterable[str], permission_set_ids: Iterable[str], permission_set_group_ids: Iterable[str],
+    ) -> list[PermissionSetAssignment]:
+        """The users' assignments to any of those permission sets or permission set groups."""
+        ...
+
+    async def create_permission_set_assignments(self, records: Sequence[Mapping[str, Any]]) -> list[RecordResult]:
+        """composite/sobjects POST of PermissionSetAssignment records, up to 200 per call, allOrNone=false."""
+        ...
+
+    async def delete_permission_set_assignments(self, ids: Sequence[str]) -> list[RecordResult]:
+        """composite/sobjects DELETE of assignments by id, up to 200 per call, allOrNone=false."""
         ...
 
 

@@ -25,18 +25,27 @@ class OperationRecord:
     reason: str = ""
     message_id: str = ""
     duration_ms: float = 0.0
+    # permission set assignments made and removed, by target key ("PermissionSet:Sales_Ops")
+    permission_sets_added: tuple[str, ...] = ()
+    permission_sets_removed: tuple[str, ...] = ()
 
     def emit(self) -> None:
         level = logging.WARNING if self.status == "failure" else logging.INFO
         fields = f" fields={','.join(self.modified_properties)}" if self.modified_properties else ""
+        granted = "".join(f" {sign}{','.join(keys)}" for sign, keys in
+                          (("+", self.permission_sets_added), ("-", self.permission_sets_removed)) if keys)
         error = f" error={self.error_code}" if self.error_code else ""
         audit_log.log(
             level,
-            "%s %s entra=%s sf=%s%s%s",
-            self.action, self.status, self.entra_id, self.salesforce_id or "-", fields, error,
-            extra={"audit_kind": "operation", **asdict(self), "modified_properties": ",".join(self.modified_properties)},
+            "%s %s entra=%s sf=%s%s%s%s",
+            self.action, self.status, self.entra_id, self.salesforce_id or "-", fields, granted, error,
+            extra={"audit_kind": "operation", **asdict(self), "modified_properties": ",".join(self.modified_properties),
+                   "permission_sets_added": ",".join(self.permission_sets_added),
+                   "permission_sets_removed": ",".join(self.permission_sets_removed)},
         )
         metrics.record_operation(self.action, self.status, self.error_code, self.duration_ms)
+        if self.status == "success":
+            metrics.record_permission_set_assignments(len(self.permission_sets_added), len(self.permission_sets_removed))
 
 
 @dataclass(frozen=True, slots=True)

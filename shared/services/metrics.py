@@ -24,6 +24,9 @@ operation_duration = _meter.create_histogram(
 queue_lag = _meter.create_histogram(
     "provisioning.queue_lag", unit="s",
     description="Seconds from when a change was observed to when its message was picked up for provisioning")
+permission_set_assignments = _meter.create_counter(
+    "provisioning.permission_set_assignments", unit="{assignment}",
+    description="Permission set (group) assignments made (change=added) and removed (change=removed) from Entra groups")
 cycle_duration = _meter.create_histogram("provisioning.detect_cycle.duration", unit="ms",
                                          description="Duration of one detect cycle")
 cycle_messages = _meter.create_counter("provisioning.detect_cycle.messages_sent", unit="{message}",
@@ -36,6 +39,13 @@ def record_operation(action: str, status: str, error_code: str | None, duration_
     attributes = {"action": action, "status": status, "error_code": error_code or ""}
     operations.add(1, attributes)
     operation_duration.record(duration_ms, attributes)
+
+
+def record_permission_set_assignments(added: int, removed: int) -> None:
+    if added:
+        permission_set_assignments.add(added, {"change": "added"})
+    if removed:
+        permission_set_assignments.add(removed, {"change": "removed"})
 
 
 def record_cycle(users_changed: int, messages_sent: int, full_sync: bool, duration_ms: float) -> None:

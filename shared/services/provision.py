@@ -25,6 +25,7 @@ from ..core.salesforce_rules import check_user_record, is_parked, normalize_pick
 from . import metrics
 from .audit import OperationRecord
 from .batching import Batcher
+from .permission_sets import PermissionSetAssigner, PermissionSetChange, PermissionSetSubject
 from .safety import DeletionGuard
 
 log = logging.getLogger(__name__)
@@ -63,12 +64,14 @@ class UserResult:
     operation: Operation | None = None
     error: ProvisioningError | None = None
     duration_ms: float = 0.0  # this user's share of its batch's time
+    permission_sets: PermissionSetChange | None = None  # assignments changed (planned, in a dry run)
 
     @property
     def status(self) -> str:
         if self.error is not None:
             return "failure"
-        return "success" if self.operation is not None and self.operation.is_write else "skipped"
+        wrote = self.operation is not None and self.operation.is_write
+        return "success" if wrote or (self.permission_sets is not None and self.permission_sets.changed) else "skipped"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,7 @@ class _Work:
     current: SalesforceUser | None = None
     operation: Operation | None = None
     error: ProvisioningError | None = None
+    permission_sets: PermissionSetChange | None = None
 
 
 class Provisioner:
@@ -127,6 +131,7 @@ class Provisioner:
         self._roles: Mapping[str, AppRole] = {}
         self._roles_read_at = float("-inf")
         self._batches: Batcher | None = None
+        self._permission_sets = PermissionSetAssigner(org, state, config.mapping.permission_sets.targets)
 
     # ---- message handling (settlement policy) -------------------------------------------------
 
@@ -227,11 +232,12 @@ class Provisioner:
             await self._plan(pending)
             if apply:
                 await self._apply([w for w in pending if w.error is None])
+            await self._assign_permission_sets([w for w in pending if w.error is None], apply)
         finally:
             for entra_id in claimed:
                 self._state.release(entra_id, owner)
         elapsed_ms = round((time.monotonic() - started) * 1000 / max(1, len(work)), 1)
-        traces = [UserTrace(UserResult(w.entra_id, w.operation, w.error, elapsed_ms), w.state, w.desired,
+        traces = [UserTrace(UserResult(w.entra_id, w.operation, w.error, elapsed_ms, w.permission_sets), w.state, w.desired,
                             w.scope_reason, w.link, w.current) for w in work.values()]
         for r in (t.result for t in traces):
             retryable = r.error is not None and _retryable(r.error)
@@ -251,7 +257,8 @@ class Provisioner:
         if not work:
             return
         states = await self._directory.user_states(
-            [w.entra_id for w in work], self._config.mapping.source_attributes, self._config.service_principal_id
+            [w.entra_id for w in work], self._config.mapping.source_attributes, self._config.service_principal_id,
+            group_ids=self._config.mapping.permission_sets.group_ids,
         )
         for w in work:
             outcome = states[w.entra_id]
@@ -369,6 +376,24 @@ class Provisioner:
         if released:
             self._safety.forget_released([w.entra_id for w in work if w.entra_id in released and w.error is None])  # type: ignore[union-attr]
 
+    async def _assign_permission_sets(self, work: list[_Work], apply: bool) -> None:
+        """Users in scope get the permission sets their groups grant (see services/permission_sets.py);
+        out-of-scope and deactivated users keep theirs, as Salesforce keeps them on inactive users."""
+        mapping = self._config.mapping.permission_sets
+        if not mapping:
+            return
+        subjects = [PermissionSetSubject(w.entra_id, w.operation.salesforce_id, mapping.desired(w.state.member_of), w.link,
+                                         created=w.operation.action == "create")
+                    for w in work if w.desired is not None and w.operation is not None and w.state is not None
+                    and (w.operation.salesforce_id or not apply)]
+        by_id = {w.entra_id: w for w in work}
+        for entra_id, outcome in (await self._permission_sets.reconcile(subjects, apply=apply)).items():
+            w = by_id[entra_id]
+            if isinstance(outcome, ProvisioningError):
+                w.error = outcome
+            else:
+                w.permission_sets = outcome
+
     def _link(self, w: _Work, salesforce_id: str | None) -> None:
         op = w.operation
         assert op is not None and salesforce_id
@@ -386,16 +411,22 @@ class Provisioner:
             pending_email=pending,
             last_outcome=op.action,
             updated_at=datetime.now(timezone.utc).isoformat(),
+            # the permission set assignments recorded belong to this Salesforce user only
+            permission_sets=w.link.permission_sets if w.link and w.link.salesforce_id == salesforce_id else (),
         )
         unchanged = w.link is not None and (w.link.salesforce_id, w.link.applied_hash, w.link.pending_email) == (
             link.salesforce_id, link.applied_hash, link.pending_email)
         if op.is_write or not unchanged:
             self._state.put_link(link)
+            w.link = link
 
     def _audit(self, result: UserResult, message_id: str, *, status: str | None = None) -> None:
         op = result.operation
+        granted = result.permission_sets or PermissionSetChange()
+        action = op.action if op else "reconcile"
         OperationRecord(
-            action=op.action if op else "reconcile",
+            # a user whose only change is its permission sets was updated, as the connector would say
+            action="update" if action == "noop" and granted.changed else action,
             status=status or result.status,
             entra_id=result.entra_id,
             salesforce_id=op.salesforce_id if op else None,
@@ -404,6 +435,8 @@ class Provisioner:
             reason=op.reason if op else "",
             message_id=message_id,
             duration_ms=result.duration_ms,
+            permission_sets_added=granted.added,
+            permission_sets_removed=granted.removed,
         ).emit()
 
 

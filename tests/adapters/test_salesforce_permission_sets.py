@@ -24,8 +24,8 @@ async def test_names_resolve_to_ids_once_and_missing_ones_are_absent(adapter: Sa
     found = await adapter.permission_target_ids([OPS, AGENTS, missing, owned])
     assert found == {OPS: ops, AGENTS: agents}
     assert org.calls.by_kind["query"] == 2
-    assert await adapter.permission_target_ids([OPS, AGENTS]) == {OPS: ops, AGENTS: agents}
-    assert org.calls.by_kind["query"] == 2  # cached
+    assert await adapter.permission_target_ids([OPS, AGENTS, missing]) == {OPS: ops, AGENTS: agents}
+    assert org.calls.by_kind["query"] == 2  # cached, the missing name too
     assert_counts_match(adapter, org)
 
 

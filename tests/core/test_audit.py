@@ -12,8 +12,19 @@ def test_operation_fields_are_flat_custom_dimensions(caplog):
     assert audit_fields(record) == {
         "kind": "operation", "action": "update", "status": "success", "entra_id": "e1", "salesforce_id": "005A",
         "modified_properties": "Email,LastName", "error_code": None, "reason": "attributes changed",
-        "message_id": "", "duration_ms": 0.0,
+        "message_id": "", "duration_ms": 0.0, "permission_sets_added": "", "permission_sets_removed": "",
     }
+
+
+def test_permission_set_changes_are_dimensions_and_in_the_line(caplog):
+    caplog.set_level(logging.INFO, logger="shared.services.audit")
+    OperationRecord("update", "success", "e1", "005A", permission_sets_added=("PermissionSet:A", "PermissionSetGroup:B"),
+                    permission_sets_removed=("PermissionSet:C",)).emit()
+    [record] = caplog.records
+    assert record.getMessage() == "update success entra=e1 sf=005A +PermissionSet:A,PermissionSetGroup:B -PermissionSet:C"
+    fields = audit_fields(record)
+    assert fields["permission_sets_added"] == "PermissionSet:A,PermissionSetGroup:B"
+    assert fields["permission_sets_removed"] == "PermissionSet:C"
 
 
 def test_cycle_record_flattens_its_counts_and_other_records_are_ignored(caplog):
