@@ -2,11 +2,18 @@
 
 Messages go out in as few `ServiceBusMessageBatch`es as the link's size limit allows. A send that fails
 part-way raises after some batches went out; the caller then does not advance its checkpoint and
-re-sends, and duplicate detection on `message_id` drops what already arrived."""
+re-sends, and duplicate detection on `message_id` drops what already arrived.
+
+One sender link serves every caller of a worker, one operation at a time: the SDK's sender is not safe
+for concurrent use (concurrent first sends race to open the link and fail). Callers that arrive while
+a send is in flight are grouped into the next one (group commit), so a burst of webhook calls costs a
+few sends, not one each; every caller returns (or raises) only once its own messages were sent (or
+not)."""
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Sequence
 
@@ -84,21 +91,50 @@ class ServiceBusReconcileQueue:
         self._retry_total = retry_total
         self._client: ServiceBusClient | None = None
         self._sender: ServiceBusSender | None = None
-        self._open_lock = asyncio.Lock()
+        self._send_lock = asyncio.Lock()
+        self._waiting: list[_Waiting] = []  # callers whose messages the next send takes
 
     async def send(self, messages: Sequence[ReconcileMessage], *, delay_seconds: float = 0) -> None:
         if not messages:
             return
         scheduled_at = datetime.now(timezone.utc) + timedelta(seconds=delay_seconds) if delay_seconds > 0 else None
-        outgoing = [_to_service_bus_message(m, scheduled_at) for m in messages]
+        waiting = _Waiting([_to_service_bus_message(m, scheduled_at) for m in messages],
+                           asyncio.get_running_loop().create_future())
+        self._waiting.append(waiting)
+        try:
+            async with self._send_lock:
+                if not waiting.done.done():  # else an earlier holder of the lock sent these messages too
+                    await self._send_waiting()
+        except asyncio.CancelledError:
+            if waiting in self._waiting:  # not taken by a send: nobody will report on these messages
+                self._waiting.remove(waiting)
+            raise
+        failure = waiting.done.result()
+        if failure is not None:
+            raise service_bus_error(failure) from failure
+
+    async def _send_waiting(self) -> None:
+        """Send every waiting caller's messages together; tell each caller how it went."""
+        group, self._waiting = self._waiting, []
+        outgoing = [m for w in group for m in w.messages]
+        failure: BaseException | None = None
         try:
             sender = await self._open_sender()
             batches = await self._send_in_batches(sender, outgoing)
         except (AzureError, OSError, asyncio.TimeoutError) as exc:
+            failure = exc
             await self._discard_sender()
-            raise service_bus_error(exc) from exc
-        log.info("sent %d reconcile messages to queue %s in %d batch(es)%s", len(outgoing), self.queue_name,
-                 batches, f", scheduled {delay_seconds:g} s ahead" if scheduled_at else "")
+        except BaseException as exc:  # cancelled (or a bug): the others must not wait forever
+            for w in group:
+                w.done.set_result(exc)
+            raise
+        else:
+            scheduled = sum(1 for m in outgoing if m.scheduled_enqueue_time_utc is not None)
+            log.info("sent %d reconcile messages to queue %s in %d batch(es)%s%s", len(outgoing), self.queue_name,
+                     batches, f" for {len(group)} callers" if len(group) > 1 else "",
+                     f", {scheduled} scheduled for later" if scheduled else "")
+        for w in group:
+            w.done.set_result(failure)
 
     @staticmethod
     async def _send_in_batches(sender: ServiceBusSender, outgoing: list[ServiceBusMessage]) -> int:
@@ -120,12 +156,12 @@ class ServiceBusReconcileQueue:
 
     async def _open_sender(self) -> ServiceBusSender:
         # Opening a link costs about half a second: one sender, opened by its first batch, reused.
-        async with self._open_lock:
-            if self._sender is None:
-                if self._client is None:
-                    self._client = self._new_client()
-                self._sender = self._client.get_queue_sender(self.queue_name)
-            return self._sender
+        # Called with the send lock held.
+        if self._sender is None:
+            if self._client is None:
+                self._client = self._new_client()
+            self._sender = self._client.get_queue_sender(self.queue_name)
+        return self._sender
 
     def _new_client(self) -> ServiceBusClient:
         if self._connection_string:
@@ -143,7 +179,8 @@ class ServiceBusReconcileQueue:
                 log.debug("closing the failed Service Bus sender failed", exc_info=True)
 
     async def close(self) -> None:
-        await self._discard_sender()
+        async with self._send_lock:  # after the send in flight
+            await self._discard_sender()
         client, self._client = self._client, None
         if client is not None:
             await client.close()
@@ -153,6 +190,14 @@ class ServiceBusReconcileQueue:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+@dataclass(eq=False)
+class _Waiting:
+    """One caller's messages, and the outcome of the send that took them (None: sent)."""
+
+    messages: list[ServiceBusMessage]
+    done: "asyncio.Future[BaseException | None]"
 
 
 def _to_service_bus_message(message: ReconcileMessage, scheduled_at: datetime | None) -> ServiceBusMessage:
