@@ -4,7 +4,7 @@ import logging
 import azure.functions as func
 
 from shared.bootstrap import current_container
-from shared.services.change_notifications import MalformedNotification
+from shared.services.change_notifications import EnqueueFailed, MalformedNotification
 
 from .graph_handshake import validation_echo
 
@@ -23,5 +23,8 @@ async def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
     except MalformedNotification as exc:
         log.warning("rejected a change-notification request: %s", exc)
         return func.HttpResponse(str(exc), status_code=400, mimetype="text/plain")
+    except EnqueueFailed as exc:  # Graph delivers again after a 5xx
+        log.warning("change notifications not enqueued, answering 503: %s", exc)
+        return func.HttpResponse(status_code=503)
     log.info("change notifications: %d accepted, %d rejected, %d users enqueued", result.accepted, result.rejected, result.enqueued)
     return func.HttpResponse(status_code=202)

@@ -4,9 +4,15 @@ Graph drops webhooks that answer slowly, so this only validates and enqueues; th
 function does the work. clientState is compared in constant time; when the app manages its
 subscriptions, an item must also come from one it holds (not a stale or another tenant's one). Items
 that fail a check are dropped and logged (without their content), and the caller still answers 202 so
-a forger learns nothing."""
+a forger learns nothing.
+
+Graph waits 3 s for an answer. An enqueue that has not finished within ENQUEUE_DEADLINE_SECONDS, or
+that failed, raises EnqueueFailed, and the webhook answers 503 so Graph delivers the notifications
+again: nothing is lost, and a late send that did arrive makes the re-delivery's messages duplicates
+that Service Bus drops (same notification, same minute → same message id)."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -15,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from ..core.errors import ProvisioningError
 from ..core.messages import ReconcileMessage, is_object_id
 from ..core.untrusted_json import parse_untrusted_json
 from ..core.ports import ReconcileQueue
@@ -22,10 +29,15 @@ from ..core.ports import ReconcileQueue
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1_000_000  # Graph batches at most a few hundred small notifications
+ENQUEUE_DEADLINE_SECONDS = 2.0  # of Graph's 3 s, leaving room for the host and the network
 
 
 class MalformedNotification(ValueError):
     """The body is not a Graph change-notification collection."""
+
+
+class EnqueueFailed(Exception):
+    """The users could not be enqueued in time: the sender should deliver the notifications again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +61,15 @@ def notification_items(body: bytes) -> list[Any]:
     return items
 
 
+_LATE_SENDS: set[asyncio.Future[None]] = set()  # referenced until done, so they are not collected
+
+
+def _late_send_done(sending: asyncio.Future[None]) -> None:
+    _LATE_SENDS.discard(sending)
+    if not sending.cancelled() and sending.exception() is not None:
+        log.warning("a change-notification enqueue past its deadline failed too: %s", type(sending.exception()).__name__)
+
+
 def _user_id(item: dict[str, Any]) -> str | None:
     data = item.get("resourceData")
     if isinstance(data, dict) and is_object_id(data.get("id")):
@@ -63,7 +84,8 @@ def _user_id(item: dict[str, Any]) -> str | None:
 
 class ChangeNotificationReceiver:
     def __init__(self, queue: ReconcileQueue, client_state: str,
-                 held_subscriptions: Callable[[], frozenset[str]] | None = None) -> None:
+                 held_subscriptions: Callable[[], frozenset[str]] | None = None,
+                 enqueue_deadline_seconds: float = ENQUEUE_DEADLINE_SECONDS) -> None:
         """`held_subscriptions` returns the (lower-case) ids of the subscriptions the app holds; None
         when subscriptions are made outside the app, and then any subscription id is accepted."""
         if not client_state:
@@ -71,6 +93,7 @@ class ChangeNotificationReceiver:
         self._queue = queue
         self._client_state = client_state.encode()
         self._held_subscriptions = held_subscriptions
+        self._deadline = enqueue_deadline_seconds
 
     async def accept(self, body: bytes) -> NotificationResult:
         items = notification_items(body)
@@ -97,8 +120,22 @@ class ChangeNotificationReceiver:
             log.warning("dropped %d of %d change notifications (clientState mismatch, a subscription this app "
                         "does not hold, or no user id)", rejected, len(items))
         messages = [ReconcileMessage.new(u, "notification", cause) for u, cause in user_ids.items()]
-        await self._queue.send(messages)
+        await self._enqueue(messages)
         return NotificationResult(accepted=len(items) - rejected, rejected=rejected, enqueued=len(messages))
+
+    async def _enqueue(self, messages: list[ReconcileMessage]) -> None:
+        if not messages:
+            return
+        # Shielded: a send past the deadline goes on (it may yet arrive) while the caller answers 503.
+        sending = asyncio.ensure_future(self._queue.send(messages))
+        try:
+            await asyncio.wait_for(asyncio.shield(sending), self._deadline)
+        except asyncio.TimeoutError:
+            _LATE_SENDS.add(sending)
+            sending.add_done_callback(_late_send_done)
+            raise EnqueueFailed(f"enqueueing {len(messages)} users took longer than {self._deadline:g} s") from None
+        except ProvisioningError as exc:
+            raise EnqueueFailed(f"enqueueing {len(messages)} users failed: {exc.code}") from exc
 
     def _client_state_matches(self, value: object) -> bool:
         candidate = value.encode() if isinstance(value, str) else b""
