@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from azure.functions.timer import TimerRequest
 
-from emulators.functions_host import QueueTriggerHost, registered_functions
+from emulators.functions_host import Invocation, QueueTriggerHost, registered_functions
 from emulators.graph.demo_tenant import apply_demo_changes
 
 from .local_stack import QUEUE, LocalStack, environment, local_stack
@@ -65,16 +65,9 @@ async def run_cycle(stack: LocalStack, on_progress: Callable[[int], None] | None
 
     with ProvisioningLog() as plog:
         await functions["detect_changes"](TimerRequest(past_due=False))
-        connection = stack.env["ServiceBusConnection"]
-        provision = QueueTriggerHost(connection, QUEUE, functions["provision_user"], on_invocation=progress,
-                                     max_concurrent_calls=max_concurrent_calls())
-        while True:
-            await provision.run(idle_seconds=idle_seconds)
-            due_soon = stack.servicebus.scheduled_count(QUEUE, within_seconds=RETRY_HORIZON_SECONDS)
-            if not due_soon and not stack.servicebus.active_count(QUEUE):
-                break
-        notify = QueueTriggerHost(connection, QUEUE, functions["notify_failures"], dead_letter=True, many=True,
-                                  max_concurrent_calls=500)
+        await drain_queue(stack, progress, idle_seconds)
+        notify = QueueTriggerHost(stack.env["ServiceBusConnection"], QUEUE, functions["notify_failures"],
+                                  dead_letter=True, many=True, max_concurrent_calls=500)
         await notify.run(idle_seconds=idle_seconds)
     return CycleFigures(
         summary=plog.summary(),
@@ -86,6 +79,23 @@ async def run_cycle(stack: LocalStack, on_progress: Callable[[int], None] | None
         seconds=time.monotonic() - started,
         by_kind=dict(org.calls.snapshot()["by_kind"]),
     )
+
+
+async def drain_queue(stack: LocalStack, on_invocation: Callable[[Invocation], None] | None = None,
+                      idle_seconds: float = IDLE_SECONDS) -> list[Invocation]:
+    """Run provision_user on the queue trigger (host.json's concurrency) until the queue is empty and no
+    retry is due within RETRY_HORIZON_SECONDS; returns every invocation."""
+    import function_app
+
+    provision = QueueTriggerHost(stack.env["ServiceBusConnection"], QUEUE,
+                                 registered_functions(function_app.app)["provision_user"],
+                                 on_invocation=on_invocation, max_concurrent_calls=max_concurrent_calls())
+    invocations: list[Invocation] = []
+    while True:
+        invocations += await provision.run(idle_seconds=idle_seconds)
+        due_soon = stack.servicebus.scheduled_count(QUEUE, within_seconds=RETRY_HORIZON_SECONDS)
+        if not due_soon and not stack.servicebus.active_count(QUEUE):
+            return invocations
 
 
 async def run_demo(users: int, seed: int, printer: "DemoPrinter") -> tuple[CycleFigures, CycleFigures]:

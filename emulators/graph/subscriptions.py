@@ -282,17 +282,8 @@ class EmulatedSubscriptions:
 
     async def _deliver(self, subscription: EmulatedSubscription, changes: list[UserChangeRecord]) -> None:
         user_ids = [c.user_id for c in changes]
-        items = [{
-            "id": str(uuid.uuid4()),
-            "subscriptionId": subscription.id,
-            "subscriptionExpirationDateTime": _iso(subscription.expiration),
-            "clientState": subscription.client_state,
-            "changeType": _CHANGE_TYPE_OF[change.kind],
-            "resource": f"Users/{change.user_id}",
-            "tenantId": self.tenant_id,
-            "resourceData": {"@odata.type": "#Microsoft.Graph.User", "@odata.id": f"Users/{change.user_id}",
-                             "id": change.user_id},
-        } for change in changes]
+        items = [change_notification(subscription, self.tenant_id, change.user_id, _CHANGE_TYPE_OF[change.kind])
+                 for change in changes]
         status: int | None = None
         for attempt in range(self.delivery_attempts):
             if attempt:
@@ -312,6 +303,21 @@ class EmulatedSubscriptions:
                 return response.status
         except (aiohttp.ClientError, asyncio.TimeoutError):
             return None
+
+
+def change_notification(subscription: EmulatedSubscription, tenant_id: str, user_id: str,
+                        change_type: str = "updated") -> dict[str, Any]:
+    """One basic (no resource data) change notification for a user, as Graph posts it in `value`."""
+    return {
+        "id": str(uuid.uuid4()),
+        "subscriptionId": subscription.id,
+        "subscriptionExpirationDateTime": _iso(subscription.expiration),
+        "clientState": subscription.client_state,
+        "changeType": change_type,
+        "resource": f"Users/{user_id}",
+        "tenantId": tenant_id,
+        "resourceData": {"@odata.type": "#Microsoft.Graph.User", "@odata.id": f"Users/{user_id}", "id": user_id},
+    }
 
 
 def _iso(moment: datetime) -> str:

@@ -112,7 +112,8 @@ class EmulatedOrg:
 
     Users are plain dicts keyed by API field name. An Email change is held in `pending_email` until
     `confirm_email`, as Salesforce does; `expire_session` makes the next request(s) fail with
-    INVALID_SESSION_ID; `faults` and `calls` are the test knobs and counters."""
+    INVALID_SESSION_ID; `faults` and `calls` are the test knobs and counters, `writes_by_user()` counts
+    the creates and updates each user record received."""
 
     def __init__(
         self,
@@ -143,6 +144,7 @@ class EmulatedOrg:
         self._by_federation: dict[str, str] = {}
         self._active_by_license: Counter[str] = Counter()
         self._pending_email: dict[str, str] = {}
+        self._record_writes: Counter[str] = Counter()  # 18-char user id → accepted creates and updates
         self._expired_sessions = 0
         self._sessions: set[str] = set()
         # The latest SOQL texts and the Ids each returned, so a test can prove a query matched only what it meant to.
@@ -248,6 +250,11 @@ class EmulatedOrg:
     def users(self) -> list[dict[str, Any]]:
         with self._lock:
             return [dict(u) for u in self._users.values()]
+
+    def writes_by_user(self) -> Counter[str]:
+        """How many creates and updates each user record took (a composite call counts once per record)."""
+        with self._lock:
+            return Counter(self._record_writes)
 
     def pending_email(self, user_id: str) -> str | None:
         with self._lock:
@@ -369,10 +376,12 @@ class EmulatedOrg:
         with self._lock:
             users, pending = copy.deepcopy(self._users), dict(self._pending_email)
             permissions = copy.deepcopy(self.permissions)
+            writes = Counter(self._record_writes)
             try:
                 yield
             except BaseException:
                 self.permissions = permissions
+                self._record_writes = writes
                 for user in self._users.values():
                     self.registry.release(user["Username"], self._owner)
                 for user in users.values():
@@ -478,6 +487,7 @@ class EmulatedOrg:
         self._unindex(self._users.get(key))
         record["Name"] = " ".join(p for p in (record.get("FirstName"), record.get("LastName")) if p)
         self._users[key] = record
+        self._record_writes[record["Id"]] += 1
         self._index(record)
 
     def _index(self, user: dict[str, Any]) -> None:
