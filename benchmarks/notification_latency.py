@@ -16,38 +16,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
-import statistics
 import time
 from typing import Any
 
-from azure.functions.timer import TimerRequest
+from cli.demo import max_concurrent_calls
+from cli.local_stack import QUEUE, LocalStack
+from emulators.functions_host import QueueTriggerHost
 
-from cli.demo import max_concurrent_calls, run_cycle
-from cli.local_stack import QUEUE, LocalStack, environment, local_stack
-from emulators.functions_host import QueueTriggerHost, registered_functions
-from emulators.functions_http import HttpTriggerHost
+from .webhook_stack import latency_figures, provisioned_webhook_stack, quiet_logging
 
 TIMEOUT_SECONDS = 30.0
 POLL_SECONDS = 0.002
 
 
 async def measure(users: int, changes: int, concurrency: int) -> dict[str, Any]:
-    import function_app
-    from shared.bootstrap import current_container
-
-    functions = registered_functions(function_app.app)
-    with local_stack(users=users) as stack:
-        async with HttpTriggerHost(function_app.app) as http:
-            urls = {"NOTIFICATION_URL": http.url_for("graph_notifications"),
-                    "LIFECYCLE_NOTIFICATION_URL": http.url_for("graph_lifecycle")}
-            with environment({**stack.env, **urls}):
-                try:
-                    await run_cycle(stack)
-                    await functions["manage_subscriptions"](TimerRequest(past_due=False))
-                    return await _change_users(stack, functions, changes, concurrency)
-                finally:
-                    await current_container().aclose()
+    async with provisioned_webhook_stack(users) as running:
+        await running.subscribe()
+        return await _change_users(running.stack, running.functions, changes, concurrency)
 
 
 async def _change_users(stack: LocalStack, functions: dict[str, Any], changes: int, concurrency: int) -> dict[str, Any]:
@@ -85,15 +70,7 @@ async def _change_users(stack: LocalStack, functions: dict[str, Any], changes: i
 
 
 def _summary(samples: list[float], missed: int) -> dict[str, Any]:
-    ms = sorted(s * 1000 for s in samples)
-    percentile = (lambda q: statistics.quantiles(ms, n=100, method="inclusive")[q - 1]) if len(ms) > 1 else (lambda q: ms[0])
-    return {
-        "changes": len(samples) + missed,
-        "missed": missed,
-        "p50_ms": round(percentile(50), 1) if ms else None,
-        "p95_ms": round(percentile(95), 1) if ms else None,
-        "max_ms": round(ms[-1], 1) if ms else None,
-    }
+    return {"changes": len(samples) + missed, "missed": missed, **latency_figures(samples, quantiles=(50, 95))}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -106,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.changes < 1 or args.users < 40 or args.max_concurrent_calls < 1:
         parser.error("--changes and --max-concurrent-calls must be at least 1, --users at least 40")
-    logging.basicConfig(level=logging.ERROR)  # the first sync's expected failures would drown the figures
+    quiet_logging()
     figures = asyncio.run(measure(args.users, args.changes, args.max_concurrent_calls))
     if args.json:
         print(json.dumps(figures))
