@@ -61,7 +61,7 @@ class Container:
         await self.queue.close()
         await close_graph_client(self.graph_client)
 
-    @property
+    @functools.cached_property  # one per worker: it keeps what it knows of the held subscriptions between requests
     def notifications(self) -> ChangeNotificationReceiver:
         secret = self.settings.GRAPH_CLIENT_STATE
         if secret is None:

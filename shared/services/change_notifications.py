@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1_000_000  # Graph batches at most a few hundred small notifications
 ENQUEUE_DEADLINE_SECONDS = 2.0  # of Graph's 3 s, leaving room for the host and the network
+HELD_IDS_MAX_AGE_SECONDS = 60.0
 
 
 class MalformedNotification(ValueError):
@@ -93,6 +95,8 @@ class ChangeNotificationReceiver:
         self._queue = queue
         self._client_state = client_state.encode()
         self._held_subscriptions = held_subscriptions
+        self._held: frozenset[str] | None = None  # as last read, at _held_read_at (monotonic)
+        self._held_read_at = 0.0
         self._deadline = enqueue_deadline_seconds
 
     async def accept(self, body: bytes) -> NotificationResult:
@@ -100,7 +104,7 @@ class ChangeNotificationReceiver:
         bucket = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M")
         user_ids: dict[str, str] = {}
         rejected = 0
-        held = self._held_subscriptions() if self._held_subscriptions is not None else None
+        held = await self._held_ids(items)
         for item in items:
             if not isinstance(item, dict) or not self._client_state_matches(item.get("clientState")):
                 rejected += 1
@@ -122,6 +126,19 @@ class ChangeNotificationReceiver:
         messages = [ReconcileMessage.new(u, "notification", cause) for u, cause in user_ids.items()]
         await self._enqueue(messages)
         return NotificationResult(accepted=len(items) - rejected, rejected=rejected, enqueued=len(messages))
+
+    async def _held_ids(self, items: list[Any]) -> frozenset[str] | None:
+        """The subscriptions the app holds. Read from the state store (a network call in Azure, so on a
+        worker thread) when an item names one not seen yet (a new subscription, or a stranger's) or the
+        last read is HELD_IDS_MAX_AGE_SECONDS old (a replaced one), not on every request of a burst."""
+        if self._held_subscriptions is None:
+            return None
+        named = {i["subscriptionId"].lower() for i in items
+                 if isinstance(i, dict) and isinstance(i.get("subscriptionId"), str)}
+        now = time.monotonic()
+        if self._held is None or not named <= self._held or now - self._held_read_at > HELD_IDS_MAX_AGE_SECONDS:
+            self._held, self._held_read_at = await asyncio.to_thread(self._held_subscriptions), now
+        return self._held
 
     async def _enqueue(self, messages: list[ReconcileMessage]) -> None:
         if not messages:

@@ -120,6 +120,31 @@ async def test_lifecycle_function_ignores_a_forged_client_state(stack: LocalStac
     assert (await functions()["graph_lifecycle"](malformed)).status_code == 400
 
 
+async def _notified(stack: LocalStack, user_id: str, surname: str) -> list[dict[str, Any]]:
+    """Change a user in Entra; wait for the emulator's notification POST; the notification messages
+    the webhook queued for that user."""
+    delivered = len(stack.graph.subscriptions.deliveries)
+    stack.tenant.update_user(user_id, surname=surname)
+    for _ in range(500):
+        if len(stack.graph.subscriptions.deliveries) > delivered:
+            break
+        await asyncio.sleep(0.02)
+    assert [d.status for d in stack.graph.subscriptions.deliveries[delivered:]] == [202]
+    bodies = [json.loads(m.body or b"") for m in stack.servicebus.messages_seen(QUEUE)]
+    return [b for b in bodies if b["entraId"] == user_id and b["reason"] == "notification"]
+
+
+async def test_the_webhook_accepts_a_recreated_subscription_after_having_seen_the_old_one(stack: LocalStack):
+    # The webhook keeps the held subscription ids between requests; an id it has not seen makes it read again.
+    await ensure_via_timer()
+    first, second = [u for u in sorted(stack.demo.expected_roles) if stack.tenant.find_user(u)][:2]
+    assert len(await _notified(stack, first, "Before-Recreate")) == 1
+    stack.graph.subscriptions.expire(stored()["id"])
+    pretend_expiring_in(days=1)
+    await ensure_via_timer()
+    assert len(await _notified(stack, second, "After-Recreate")) == 1
+
+
 async def test_a_tenant_change_reaches_salesforce_without_the_detect_timer(stack: LocalStack):
     await ensure_via_timer()
     user_id = next(u for u in sorted(stack.demo.expected_roles) if state().get_link(u) and stack.tenant.find_user(u))
