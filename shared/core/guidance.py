@@ -52,6 +52,22 @@ _GUIDANCE: dict[str, Guidance] = {
         "user who cannot be deactivated because a workflow, queue or default setting names them). Read the "
         "message, then fix the value or the Salesforce setting.",
     ),
+    "INVALID_EMAIL_ADDRESS": Guidance(
+        "SalesforceInvalidEmail",
+        "The user's mail (mapped to Email) is not in the form of an email address. Fix it in Entra ID or map "
+        "Email from another attribute.",
+    ),
+    "INVALID_TYPE_ON_FIELD_IN_RECORD": Guidance(
+        "SalesforceInvalidFieldType",
+        "A mapped value is not text where Salesforce expects text (the field is named in the message). Check the "
+        "mapping's expression or constant for that field, and the user's attribute in Entra ID.",
+    ),
+    "InvalidEntraAttribute": Guidance(
+        "EntraInvalidAttributeValue",
+        "Entra ID returned an attribute value of the wrong type (the attribute is named in the message), so the "
+        "user's state could not be decided and nothing was changed. Check the user in Entra ID and any proxy in "
+        "front of Microsoft Graph.",
+    ),
     "INVALID_CROSS_REFERENCE_KEY": Guidance(
         "SalesforceInvalidReference",
         "A referenced record (usually the Profile) does not exist in Salesforce. Check the app role names "

@@ -10,6 +10,7 @@ from shared.core.salesforce_rules import (
     is_parked,
     normalize_picklists,
     picklist_value,
+    salesforce_length,
 )
 
 VALID = {
@@ -88,6 +89,32 @@ def test_too_long_names_the_field_and_its_limit_not_the_value():
     assert error is not None and error.code == "STRING_TOO_LONG" and error.fields == ("Alias",)
     assert "Alias" in error.message and "8" in error.message and "adelevance" not in error.message
     assert check_user_record({**VALID, "Alias": "adelevan"}, creating=True) is None  # exactly the limit
+
+
+def test_lengths_count_utf16_units_as_salesforce_does():
+    assert salesforce_length("Zoë") == 3 and salesforce_length("Ze\u0301") == 3  # combining marks count once each
+    assert salesforce_length("\U0001F600") == 2  # outside the BMP: a surrogate pair
+    assert check_user_record({**VALID, "FirstName": "\U0001F600" * 20}, creating=True) is None  # 40 units
+    error = check_user_record({**VALID, "FirstName": "\U0001F600" * 21}, creating=True)
+    assert error is not None and error.code == "STRING_TOO_LONG" and error.fields == ("FirstName",)
+
+
+@pytest.mark.parametrize(("field", "value", "code"), [
+    ("Username", "just-a-name", "FIELD_INTEGRITY_EXCEPTION"),
+    ("Username", "first last@contoso.com", "FIELD_INTEGRITY_EXCEPTION"),
+    ("Email", "not an email", "INVALID_EMAIL_ADDRESS"),
+    ("Email", "a@b", "INVALID_EMAIL_ADDRESS"),
+])
+def test_username_and_email_must_be_email_addresses(field: str, value: str, code: str):
+    error = check_user_record({**VALID, field: value}, creating=True)
+    assert error is not None and error.code == code and error.fields == (field,) and value not in error.message
+
+
+@pytest.mark.parametrize("value", [42, 4.2, True, {"first": "x"}, ["x"]])
+def test_a_text_field_with_a_value_that_is_not_text_is_named_not_sent(value):
+    error = check_user_record({**VALID, "LastName": value}, creating=True)
+    assert error is not None and error.code == "INVALID_TYPE_ON_FIELD_IN_RECORD" and error.fields == ("LastName",)
+    assert type(value).__name__ in error.message
 
 
 def test_invalid_language_is_named_with_its_value():

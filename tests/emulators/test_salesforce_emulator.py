@@ -8,6 +8,7 @@ import requests
 from simple_salesforce import format_soql
 
 from emulators.salesforce import EmulatedOrg, EmulatorHandle, UsernameRegistry, run_salesforce_emulator
+from emulators.salesforce.knobs import RawResponse
 
 API = "/services/data/v59.0/"
 
@@ -325,6 +326,28 @@ def test_html_503_hang_and_fault_rate(sf: Client, org: EmulatedOrg) -> None:
     assert 0 < statuses.count(400) < 20 and set(statuses) == {200, 400}
     with pytest.raises(ValueError):
         org.faults.fail_next("gremlins")
+
+
+def test_raw_answers_go_to_the_next_call_of_their_kind_and_leave_the_org_alone(sf: Client, org: EmulatedOrg) -> None:
+    org.faults.respond_raw(RawResponse(502, b"<html>Bad Gateway</html>", "text/html"), kind="user_create")
+    org.faults.respond_raw(RawResponse(200, b'{"totalSize":1,"do'), kind="query")
+    assert org.faults.pending_raw() == 2
+
+    assert sf.call("GET", "limits").status_code == 200  # another kind: served normally
+    truncated = sf.query("SELECT Id FROM User")
+    assert (truncated.status_code, truncated.content) == (200, b'{"totalSize":1,"do')
+    gateway = sf.call("POST", "sobjects/User/", json=new_user(org, "raw@contoso.com"))
+    assert gateway.status_code == 502 and gateway.headers["Content-Type"] == "text/html"
+    assert gateway.content == b"<html>Bad Gateway</html>"
+    assert org.users() == [] and org.faults.pending_raw() == 0
+    assert sf.call("POST", "sobjects/User/", json=new_user(org, "raw@contoso.com")).status_code == 201
+
+
+def test_the_query_log_keeps_each_soql_text_and_the_ids_it_returned(sf: Client, org: EmulatedOrg) -> None:
+    created = sf.call("POST", "sobjects/User/", json=new_user(org, "logged@contoso.com")).json()["id"]
+    sf.query(format_soql("SELECT Id FROM User WHERE Username IN {}", ["logged@contoso.com", "x' OR Id != '"]))
+    text, ids = org.query_log[-1]
+    assert "x\\' OR Id != \\'" in text and ids == (created,)
 
 
 def test_calls_are_counted_by_kind_with_writes_separately(sf: Client, org: EmulatedOrg) -> None:
