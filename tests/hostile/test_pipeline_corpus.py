@@ -139,11 +139,14 @@ def salesforce_users(stack: LocalStack, username: str) -> list[dict[str, Any]]:
     return [u for u in stack.org.users() if u["Username"].casefold() == username.casefold()]
 
 
+WRITES = ("created", "updated")  # outcomes that change the org
+
+
 async def check_outcome(stack, functions, dead_letters, state, caplog, *, expect: dict[str, Any], outcome: str,
                         message_id: str, entra_id: str | None, before: dict[str, Any], write_requests: int = 0) -> None:
-    """The assertions every case shares: how the message was settled, what was recorded and written."""
-    assert outcome == {"retry-scheduled": "completed", "created": "completed", "no-write": "completed"}.get(
-        expect["outcome"], expect["outcome"])
+    """The assertions every case shares: how the message was settled, what was recorded and written.
+    `before` is the snapshot taken just before the message was sent (its "link": the user's link then)."""
+    assert outcome == ("dead-lettered" if expect["outcome"] == "dead-lettered" else "completed")
     if "log" in expect:
         assert expect["log"] in caplog.text
     for text in expect.get("log_excludes", []):
@@ -160,11 +163,14 @@ async def check_outcome(stack, functions, dead_letters, state, caplog, *, expect
         assert state.get_failure(message_id) is None  # reported once, then forgotten
     else:
         assert state.get_failure(message_id) is None
-    if expect["outcome"] != "created":
+    if expect["outcome"] not in WRITES:
         # write_requests: writes a raw answer stood in for (the emulator counts them; the org never saw them)
         assert stack.org.calls.writes - before["writes"] == write_requests, "a Salesforce write happened"
         assert stack.org.users() == before["users"], "the org changed"
-        assert link is None, "a link was recorded for a user that was not provisioned"
+        if expect["outcome"] == "no-write":  # a noop may record the mapped state it found in sync
+            assert (link and link.salesforce_id) == (before.get("link") and before["link"].salesforce_id)
+        else:
+            assert link == before.get("link"), "the user's link changed though nothing was written"
     if "salesforce_calls" in expect:
         assert stack.org.calls.total - before["calls"] == expect["salesforce_calls"]
     scheduled = stack.servicebus.scheduled_count(QUEUE) - before["scheduled"]
@@ -195,29 +201,30 @@ async def test_entra_case(case, stack, functions, queue, dead_letters, state, wa
         stack.org.create_user({**REQUIRED_DEFAULTS, "ProfileId": stack.org.profile_id("Standard User"),
                                "Email": "decoy@example.com", "LastName": "Decoy", **decoy})
     user_id = hire(stack, case["user"], case.get("role", "Standard User"))
+    if "update" in case:  # an existing, provisioned user whose Entra attributes then turn hostile
+        first = reconcile_message(user_id, f"corpus-{uuid.uuid4()}")
+        assert await deliver(stack, functions, queue, first) == "completed"
+        stack.tenant.update_user(user_id, **case["update"])
     message = reconcile_message(user_id, f"corpus-{uuid.uuid4()}")
-    before = snapshot(stack)
+    before = {**snapshot(stack), "link": state.get_link(user_id)}
     with caplog.at_level(logging.INFO):
         outcome = await deliver(stack, functions, queue, message)
         await check_outcome(stack, functions, dead_letters, state, caplog, expect=expect, outcome=outcome,
                             message_id=message.message_id, entra_id=user_id, before=before)
-    if expect["outcome"] == "dead-lettered":
+    if expect["outcome"] not in WRITES:
         return
-    username = expect.get("username", case["user"]["userPrincipalName"].lower())
-    found = salesforce_users(stack, username)
-    if expect["outcome"] == "created":
-        assert len(found) == 1, f"{len(found)} Salesforce users named {username!r}"
-        [created] = found
-        for name, value in expect.get("salesforce", {}).items():
-            assert created.get(name) == value, f"{name}: {created.get(name)!r} != {value!r}"
-        link = state.get_link(user_id)
-        assert link is not None and link.salesforce_id[:15] == created["Id"][:15]
-        # No injection: every User query of this case returned at most the user it was about.
-        for text, ids in list(stack.org.query_log)[before["queries"]:]:
-            if " FROM User " in text:
-                assert {i[:15] for i in ids} <= {created["Id"][:15]}, f"query matched other users: {text}"
-    else:
-        assert found == []
+    upn = {**case["user"], **case.get("update", {})}["userPrincipalName"]
+    found = salesforce_users(stack, expect.get("username", upn.lower()))
+    assert len(found) == 1, f"{len(found)} Salesforce users named {upn.lower()!r}"
+    [written] = found
+    for name, value in expect.get("salesforce", {}).items():
+        assert written.get(name) == value, f"{name}: {written.get(name)!r} != {value!r}"
+    link = state.get_link(user_id)
+    assert link is not None and link.salesforce_id[:15] == written["Id"][:15]
+    # No injection: every User query of this case returned at most the user it was about.
+    for text, ids in list(stack.org.query_log)[before["queries"]:]:
+        if " FROM User " in text:
+            assert {i[:15] for i in ids} <= {written["Id"][:15]}, f"query matched other users: {text}"
 
 
 # ---- hostile Salesforce responses -------------------------------------------------------------------
