@@ -35,6 +35,9 @@ PERMISSION_TARGETS_TTL_SECONDS = 900.0
 _FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)?$")
 _SALESFORCE_ID = re.compile(r"^[A-Za-z0-9]{15}([A-Za-z0-9]{3})?$")
 _TAG = re.compile(r"<[^>]+>")
+# simple-salesforce follows nextRecordsUrl as f"https://{instance}{url}": anything but this path (say
+# "@evil.example/...") would turn the instance into a userinfo and send the session token elsewhere.
+_NEXT_RECORDS_URL = re.compile(r"^/services/data/v\d+\.\d+/query(All)?/[A-Za-z0-9-]+$")
 
 T = TypeVar("T")
 
@@ -299,8 +302,9 @@ def _query_page(page: Any) -> dict[str, Any]:
     """A query answer as the API documents it, or UNEXPECTED_RESPONSE (never a KeyError later)."""
     if not (isinstance(page, dict) and isinstance(page.get("records"), list) and isinstance(page.get("done"), bool)):
         raise salesforce_error(None, "UNEXPECTED_RESPONSE", "a query answer without 'records' and 'done'")
-    if not page["done"] and not isinstance(page.get("nextRecordsUrl"), str):
-        raise salesforce_error(None, "UNEXPECTED_RESPONSE", "a query answer not done but without nextRecordsUrl")
+    if not page["done"] and not _NEXT_RECORDS_URL.match(str(page.get("nextRecordsUrl"))):
+        raise salesforce_error(None, "UNEXPECTED_RESPONSE", "a query answer not done without a nextRecordsUrl "
+                               "of the form /services/data/vNN.N/query/<locator>")
     if not all(isinstance(r, dict) and isinstance(r.get("Id"), str) for r in page["records"]):
         raise salesforce_error(None, "UNEXPECTED_RESPONSE", "a query answer with a record that is not an object with an Id")
     return page
