@@ -153,12 +153,13 @@ class Tenant:
 
     # ----- ids and the change log -------------------------------------------------------------
     def new_id(self) -> str:
-        """A fresh object id. Seeded, so a run is repeatable; an id already taken (say by a seeder that
-        drew from a generator with the same seed) is skipped."""
+        """A fresh object id. Seeded, so a run is repeatable; an id already used, even by a user since
+        hard-deleted (Entra never reuses one), is skipped: a seeder may draw from a generator with the
+        same seed."""
         with self.lock:
             while True:
                 candidate = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
-                if not self._exists(candidate):
+                if not self._exists(candidate) and candidate not in self._hard_deleted:
                     return candidate
 
     def _new_assignment_id(self) -> str:
