@@ -27,6 +27,7 @@ from .schema import (
     USER_BOOLEAN_FIELDS,
     USER_FIELDS,
     USER_READ_ONLY_FIELDS,
+    USER_ROLE_FIELDS,
     USER_STRING_FIELDS,
     canonical_names,
 )
@@ -35,6 +36,7 @@ _USER_NAMES = canonical_names(USER_FIELDS)
 _QUERY_SCHEMA = {
     "User": _USER_NAMES,
     "Profile": canonical_names(PROFILE_FIELDS),
+    "UserRole": canonical_names(USER_ROLE_FIELDS),
     "PermissionSet": canonical_names(PERMISSION_SET_FIELDS),
     "PermissionSetGroup": canonical_names(PERMISSION_SET_GROUP_FIELDS),
     "PermissionSetAssignment": canonical_names(ASSIGNMENT_FIELDS),
@@ -137,6 +139,7 @@ class EmulatedOrg:
         self._numbers = itertools.count(1)
         self._licenses: dict[str, int] = dict(licenses)
         self._profiles: dict[str, Profile] = {}
+        self._roles: dict[str, dict[str, Any]] = {}  # 15-char id → UserRole record
         self._users: dict[str, dict[str, Any]] = {}  # 15-char id → fields
         # Indexes over _users, kept by _store/_reindex so each write is O(1), not a scan of the org.
         self._by_username: dict[str, str] = {}
@@ -177,6 +180,21 @@ class EmulatedOrg:
             if any(str(u["ProfileId"])[:15] == key for u in self._users.values()):
                 raise ValueError("a profile assigned to users cannot be deleted")
             del self._profiles[key]
+
+    def add_user_role(self, name: str, developer_name: str | None = None, parent_id: str | None = None) -> str:
+        """A role of the hierarchy; DeveloperName defaults to the name without spaces, and must be unique."""
+        with self._lock:
+            developer_name = developer_name or re.sub(r"\W", "", name)
+            if any(r["DeveloperName"] == developer_name for r in self._roles.values()):
+                raise ValueError(f"a role with DeveloperName {developer_name!r} already exists")
+            role_id = salesforce_id("00E", self._pod, next(self._numbers))
+            self._roles[role_id[:15]] = {"Id": role_id, "Name": name, "DeveloperName": developer_name,
+                                         "ParentRoleId": parent_id}
+            return role_id
+
+    def user_roles_by_name(self) -> dict[str, str]:
+        with self._lock:
+            return {r["Name"]: r["Id"] for r in self._roles.values()}
 
     def profile_id(self, name: str) -> str:
         with self._lock:
@@ -273,6 +291,8 @@ class EmulatedOrg:
         with self._lock:
             if parsed.sobject == "User":
                 source = list(self._users.values())
+            elif parsed.sobject == "UserRole":
+                source = list(self._roles.values())
             elif parsed.sobject == "Profile":
                 source = [p.record() for p in self._profiles.values()]
             elif parsed.sobject == "PermissionSet":
@@ -440,6 +460,9 @@ class EmulatedOrg:
     def _check_references(self, record: Mapping[str, Any], user_id: str) -> None:
         if str(record["ProfileId"])[:15] not in self._profiles:
             raise RecordError("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id")
+        role = record.get("UserRoleId")
+        if role and str(role)[:15] not in self._roles:
+            raise RecordError("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", ("UserRoleId",))
         manager = record.get("ManagerId")
         if manager and str(manager)[:15] not in self._users:
             raise RecordError("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", ("ManagerId",))

@@ -14,6 +14,7 @@ USER_WRITABLE_FIELDS = frozenset(USER_STRING_FIELDS) | USER_BOOLEAN_FIELDS
 USER_FIELDS = USER_WRITABLE_FIELDS | USER_READ_ONLY_FIELDS
 
 PROFILE_FIELDS = frozenset({"Id", "Name", "UserLicenseId", "UserType"})
+USER_ROLE_FIELDS = frozenset({"Id", "Name", "DeveloperName", "ParentRoleId"})
 
 FIELD_LABELS = {
     "TimeZoneSidKey": "Time Zone",

@@ -1,6 +1,6 @@
 """The small SOQL subset that provisioning clients send: parse it and run it over in-memory records.
 
-    SELECT f1, f2 FROM User|Profile [WHERE cond [AND|OR cond]...] [ORDER BY f [ASC|DESC]] [LIMIT n]
+    SELECT f1, f2 FROM User|Profile|UserRole [WHERE cond [AND|OR cond]...] [ORDER BY f [ASC|DESC]] [LIMIT n]
     cond := field (= | != | <>) literal | field [NOT] IN (literal, ...) | field LIKE 'pattern'
           | NOT cond | ( cond ... )
 

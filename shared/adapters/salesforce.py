@@ -21,7 +21,7 @@ from simple_salesforce.exceptions import SalesforceAuthenticationFailed, Salesfo
 from simple_salesforce.format import quote_soql_value
 
 from shared.core.errors import ProvisioningError, SessionExpired, salesforce_error
-from shared.core.models import PermissionSetAssignment, SalesforceProfile, SalesforceUser
+from shared.core.models import PermissionSetAssignment, SalesforceProfile, SalesforceRole, SalesforceUser
 from shared.core.permission_sets import PermissionTarget
 from shared.core.profile_roles import ASSIGNABLE_USER_TYPES
 from shared.core.ports import RecordResult
@@ -63,6 +63,8 @@ class SalesforceRestOrg:
         self._profiles_lock = asyncio.Lock()
         self._targets: dict[PermissionTarget, str | None] = {}  # None: not in the org
         self._targets_read_at = float("-inf")
+        self._roles: list[SalesforceRole] | None = None
+        self._roles_lock = asyncio.Lock()
         self._lock = threading.Lock()  # guards the client and the counters across worker threads
         self.calls = SalesforceCallCounts()
 
@@ -93,6 +95,13 @@ class SalesforceRestOrg:
                 records = await self._run(lambda client: self._query_all(client, "SELECT Id, Name FROM Profile"))
                 self._profiles = {r["Name"]: r["Id"] for r in records if isinstance(r.get("Name"), str)}
         return dict(self._profiles)
+
+    async def user_roles(self) -> list[SalesforceRole]:
+        async with self._roles_lock:
+            if self._roles is None:
+                records = await self._run(lambda client: self._query_all(client, "SELECT Id, Name, DeveloperName FROM UserRole"))
+                self._roles = [SalesforceRole(r["Id"], r["Name"], r["DeveloperName"]) for r in records]
+        return list(self._roles)
 
     async def assignable_profiles(self) -> list[SalesforceProfile]:
         """Profiles whose licence category fits a user created without a Contact (ProfileCatalog port)."""

@@ -78,6 +78,16 @@ _GUIDANCE: dict[str, Guidance] = {
         "The user's app role names a Salesforce profile the org does not have. Re-import profiles as app roles "
         "or fix the role's display name.",
     ),
+    "UserRoleNotFound": Guidance(
+        "SalesforceRoleNotFound",
+        "The mapping's UserRoleName names a Salesforce role the org does not have (by Name or DeveloperName). "
+        "Fix the mapping, or create the role in Salesforce (Setup → Roles).",
+    ),
+    "AmbiguousUserRole": Guidance(
+        "SalesforceRoleAmbiguous",
+        "Several Salesforce roles share the Name the mapping gives. Map the role's DeveloperName instead "
+        "(it is unique).",
+    ),
     "AmbiguousAppRoleAssignment": Guidance(
         "SalesforceMultipleAppRoleAssignments",
         "The user holds more than one Salesforce app role (directly or through groups). Keep one role per user, "

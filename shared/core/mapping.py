@@ -12,12 +12,15 @@ from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping, Sequence
 
 from .errors import PermanentError
-from .models import DEFAULT_ACCESS_ROLE_ID, AppRole, EntraUser
+from .models import DEFAULT_ACCESS_ROLE_ID, AppRole, EntraUser, SalesforceRole
 from .permission_sets import PermissionSetMapping
 from .scoping import ScopingFilters
 
-# ProfileName is not a Salesforce field: the engine resolves it to ProfileId with one cached query.
+# ProfileName and UserRoleName are not Salesforce fields: the engine resolves them to ProfileId and
+# UserRoleId, each with one cached query.
 PROFILE_NAME = "ProfileName"
+USER_ROLE_NAME = "UserRoleName"
+_RESOLVED = {PROFILE_NAME: "ProfileId", USER_ROLE_NAME: "UserRoleId"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +75,7 @@ class AttributeMapping:
     def salesforce_fields(self) -> tuple[str, ...]:
         """Salesforce fields to read when matching and comparing."""
         names = {"Id", "Username", "IsActive", "ProfileId", "Email"}
-        names.update("ProfileId" if f.target == PROFILE_NAME else f.target for f in self.fields)
+        names.update(_RESOLVED.get(f.target, f.target) for f in self.fields)
         return tuple(sorted(names))
 
     def apply(self, source: MappingInput) -> dict[str, Any]:
@@ -147,6 +150,20 @@ def resolve_role_names(
         "ranks them; set PROFILE_PRIORITY or keep one role per user",
         system="mapping",
     )
+
+
+def user_role_id(name: str, roles: Sequence[SalesforceRole]) -> str:
+    """The Id of the Salesforce role a mapping names, by its Name or its DeveloperName. An unknown
+    name, or a Name several roles share (Salesforce allows that; DeveloperName is unique), is an error."""
+    found = {role.id: role for role in roles if name in (role.name, role.developer_name)}
+    if len(found) == 1:
+        return next(iter(found))
+    if not found:
+        raise PermanentError("UserRoleNotFound", f"no Salesforce role named {name!r} (by Name or DeveloperName)",
+                             system="mapping")
+    developer_names = ", ".join(sorted(role.developer_name for role in found.values()))
+    raise PermanentError("AmbiguousUserRole", f"{len(found)} Salesforce roles are named {name!r}; map one of their "
+                         f"DeveloperNames instead ({developer_names})", system="mapping")
 
 
 def fields_hash(fields: Mapping[str, Any]) -> str:

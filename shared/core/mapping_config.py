@@ -29,7 +29,14 @@ from typing import Any, Callable
 
 from .errors import ConfigurationError
 from .expressions import APP_ROLE_ASSIGNMENTS, Expression, ExpressionError, parse_expression
-from .mapping import PROFILE_NAME, AttributeMapping, FieldMapping, MappingInput, default_salesforce_mapping
+from .mapping import (
+    PROFILE_NAME,
+    USER_ROLE_NAME,
+    AttributeMapping,
+    FieldMapping,
+    MappingInput,
+    default_salesforce_mapping,
+)
 from .permission_sets import parse_permission_sets
 from .scoping import ScopingFilter, ScopingFilters, scoping_clause
 
@@ -97,6 +104,9 @@ def _fields(table: Any, problems: list[str]) -> tuple[FieldMapping, ...]:
             problems.append(f"fields.{target}: matching_priority {priority} is also {priorities[priority]}'s; "
                             "priorities must differ")
         priorities.setdefault(priority, target)
+    if USER_ROLE_NAME in table and "UserRoleId" in table:
+        problems.append(f"fields.{USER_ROLE_NAME} and fields.UserRoleId both set the user's role; keep one "
+                        f"({USER_ROLE_NAME} takes a role name, UserRoleId an id)")
     if not any(isinstance(spec, dict) and "matching_priority" in spec for spec in table.values()):
         problems.append("no field has a matching_priority: at least one matching attribute is needed "
                         "(the connector's default is Username, priority 1)")

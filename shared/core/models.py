@@ -62,6 +62,15 @@ class SalesforceProfile:
 
 
 @dataclass(frozen=True, slots=True)
+class SalesforceRole:
+    """A Salesforce Role (UserRole) of the role hierarchy; Name need not be unique, DeveloperName is."""
+
+    id: str
+    name: str
+    developer_name: str
+
+
+@dataclass(frozen=True, slots=True)
 class AppRoleAssignment:
     """One row of the service principal's appRoleAssignedTo."""
 

@@ -20,6 +20,7 @@ from .models import (
     GraphSubscription,
     PermissionSetAssignment,
     SalesforceProfile,
+    SalesforceRole,
     SalesforceUser,
     SubscriptionRequest,
     UserLink,
@@ -88,6 +89,10 @@ class SalesforceOrg(Protocol):
 
     async def profile_ids(self) -> Mapping[str, str]:
         """Profile Name → Id, queried once and cached."""
+        ...
+
+    async def user_roles(self) -> Sequence[SalesforceRole]:
+        """The org's roles (UserRole), queried once and cached."""
         ...
 
     async def create_users(self, records: Sequence[Mapping[str, Any]]) -> list[RecordResult]:

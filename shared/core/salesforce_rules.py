@@ -56,6 +56,7 @@ USER_STRING_FIELDS: dict[str, int] = {
     "EmailEncodingKey": 40,
     "ProfileId": 18,
     "ManagerId": 18,
+    "UserRoleId": 18,
 }
 
 RESTRICTED_PICKLISTS: dict[str, frozenset[str]] = {

@@ -16,9 +16,17 @@ from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
 from ..core.errors import InvalidMessage, PermanentError, ProvisioningError, TransientError
-from ..core.mapping import PROFILE_NAME, AttributeMapping, MappingInput, fields_hash, resolve_role_names
+from ..core.mapping import (
+    PROFILE_NAME,
+    USER_ROLE_NAME,
+    AttributeMapping,
+    MappingInput,
+    fields_hash,
+    resolve_role_names,
+    user_role_id,
+)
 from ..core.messages import ReconcileMessage
-from ..core.models import AppRole, EntraUserState, FailureRecord, SalesforceUser, UserLink
+from ..core.models import AppRole, EntraUserState, FailureRecord, SalesforceRole, SalesforceUser, UserLink
 from ..core.planning import Operation, index_for_matching, match_by_precedence, out_of_scope_reason, plan_user
 from ..core.ports import Directory, ReconcileQueue, SalesforceOrg, StateStore
 from ..core.salesforce_rules import check_user_record, is_parked, normalize_picklists
@@ -272,6 +280,7 @@ class Provisioner:
         defaults = {f.target: f.default for f in mapping.fields if f.default is not None}
         roles = await self._app_roles() if work else {}
         profile_ids: Mapping[str, str] | None = None
+        user_roles: Sequence[SalesforceRole] | None = None
         for w in work:
             if w.error is not None or w.state is None:
                 continue
@@ -292,6 +301,9 @@ class Provisioner:
                     if name not in profile_ids:
                         raise PermanentError("ProfileNotFound", f"no Salesforce profile named {name!r}", system="mapping")
                     mapped["ProfileId"] = profile_ids[name]
+                if USER_ROLE_NAME in mapped:
+                    user_roles = user_roles if user_roles is not None else await self._org.user_roles()
+                    mapped["UserRoleId"] = user_role_id(mapped.pop(USER_ROLE_NAME), user_roles)
             except ProvisioningError as exc:
                 w.error = exc
                 continue

@@ -259,3 +259,18 @@ async def test_logs_carry_no_usernames_or_tokens(
 
     assert "composite/sobjects POST: 2 records, 1 failed" in caplog.text
     assert "private.person" not in caplog.text and emulator.token not in caplog.text
+
+
+async def test_user_roles_are_queried_once_and_a_bad_role_id_is_refused(adapter: SalesforceRestOrg, org: EmulatedOrg) -> None:
+    sales = org.add_user_role("Western Sales", "WesternSales")
+    org.add_user_role("Support")
+    roles = await adapter.user_roles()
+    assert await adapter.user_roles() == roles
+    assert {(r.id, r.name, r.developer_name) for r in roles} == {
+        (sales, "Western Sales", "WesternSales"), (org.user_roles_by_name()["Support"], "Support", "Support")}
+    assert org.calls.by_kind["query"] == 1
+
+    good, bad = await adapter.create_users([record(org, "role.ok@contoso.com", UserRoleId=sales),
+                                            record(org, "role.bad@contoso.com", UserRoleId="00E000000000009AAA")])
+    assert good.error is None and org.get_user(good.salesforce_id)["UserRoleId"] == sales
+    assert bad.error is not None and bad.error.code == "INVALID_CROSS_REFERENCE_KEY"

@@ -1,8 +1,14 @@
 import pytest
 
 from shared.core.errors import PermanentError
-from shared.core.mapping import MappingInput, default_salesforce_mapping, fields_hash, resolve_role_names
-from shared.core.models import AppRole, EntraUser
+from shared.core.mapping import (
+    MappingInput,
+    default_salesforce_mapping,
+    fields_hash,
+    resolve_role_names,
+    user_role_id,
+)
+from shared.core.models import AppRole, EntraUser, SalesforceRole
 
 ROLES = {
     "r-std": AppRole("r-std", "Standard User"),
@@ -57,3 +63,19 @@ def test_role_resolution_ignores_default_access_and_uses_priority():
 
 def test_fields_hash_is_order_independent():
     assert fields_hash({"a": 1, "b": "x"}) == fields_hash({"b": "x", "a": 1}) != fields_hash({"a": 2, "b": "x"})
+
+
+def test_user_role_name_resolves_by_name_or_developer_name_and_fails_clearly():
+    roles = [SalesforceRole("00E000000000001AAA", "Western Sales", "WesternSales"),
+             SalesforceRole("00E000000000002AAA", "Support", "Support_EMEA"),
+             SalesforceRole("00E000000000003AAA", "Support", "Support_US")]
+    assert user_role_id("Western Sales", roles) == "00E000000000001AAA"
+    assert user_role_id("Support_US", roles) == "00E000000000003AAA"
+    with pytest.raises(PermanentError, match="no Salesforce role named 'Eastern Sales'") as unknown:
+        user_role_id("Eastern Sales", roles)
+    assert unknown.value.code == "UserRoleNotFound"
+    with pytest.raises(PermanentError, match="Support_EMEA, Support_US") as shared_name:
+        user_role_id("Support", roles)
+    assert shared_name.value.code == "AmbiguousUserRole"
+    with pytest.raises(PermanentError):
+        user_role_id("western sales", roles)  # Salesforce names are matched exactly, like profile names

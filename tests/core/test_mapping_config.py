@@ -209,3 +209,23 @@ def test_the_mapping_file_setting(tmp_path):
     assert configured_mapping(str(custom), root).source_attributes == ("accountEnabled", "id", "mail", "userPrincipalName")
     with pytest.raises(ConfigurationError, match="nope.toml"):
         configured_mapping("nope.toml", root)
+
+
+def test_a_role_by_name_from_a_switch_reads_and_writes_user_role_id():
+    text = DEFAULT_FILE.read_text(encoding="utf-8") + '''
+[fields.UserRoleName]
+type = "Expression"
+expression = 'Switch([department], "", "Sales", "Western Sales", "Support", "Support_US")'
+'''
+    mapping = parse_mapping(text)
+    assert "department" in mapping.source_attributes
+    assert "UserRoleId" in mapping.salesforce_fields and "UserRoleName" not in mapping.salesforce_fields
+    assert mapping.apply(user(userPrincipalName="a@contoso.com", department="Sales"))["UserRoleName"] == "Western Sales"
+    assert "UserRoleName" not in mapping.apply(user(userPrincipalName="a@contoso.com", department="Finance"))
+
+    both = text + '''
+[fields.UserRoleId]
+type = "Constant"
+value = "00E000000000001AAA"
+'''
+    assert "fields.UserRoleName and fields.UserRoleId both set the user's role" in problems(both)
