@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hmac
 import itertools
+import re
 import threading
 import uuid
 from collections import Counter, deque
