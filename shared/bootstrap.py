@@ -168,7 +168,9 @@ def build_container(settings: Settings) -> Container:
         ),
         safety,
     )
-    detector = ChangeDetector(directory, queue, state, DetectConfig(settings.SALESFORCE_SERVICE_PRINCIPAL_ID, mapping.source_attributes))
+    detector = ChangeDetector(directory, queue, state, DetectConfig(settings.SALESFORCE_SERVICE_PRINCIPAL_ID,
+                                                                    mapping.source_attributes,
+                                                                    mapping.permission_sets.group_ids))
     notifier = FailureNotifier(state, mailer, settings.NOTIFY_SENDER, settings.notify_recipients)
     metrics.observe_api_calls(graph_calls, org.calls)
     return Container(settings, directory, mailer, org, state, queue, provisioner, detector, notifier, graph_calls, graph,

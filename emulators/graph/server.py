@@ -17,6 +17,7 @@ import asyncio
 import base64
 import binascii
 import hmac
+import json
 import re
 import socket
 import threading
@@ -32,7 +33,7 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from . import delta
+from . import delta, group_delta
 from .applications import parse_app_roles
 from .batch import BatchFormatError, BatchSender
 from .faults import FaultPlan, FaultRule
@@ -110,6 +111,10 @@ class GraphEmulator:
             ("servicePrincipals.get", "GET", _SP, self._service_principal),
             ("applications.get", "GET", _APP, self._application),
             ("applications.update", "PATCH", _APP, self._update_application),
+            ("groups.delta", "GET", r"/groups/(?:delta|delta\(\)|microsoft\.graph\.delta\(\))", self._groups_delta),
+            ("groups.transitiveMembers", "GET",
+             r"/groups/(?P<id>[^/]+)/transitiveMembers(?:/(?:microsoft\.)?graph\.(?P<cast>user|group))?",
+             self._group_transitive_members),
             ("groups.members", "GET", r"/groups/(?P<id>[^/]+)/members(?:/(?:microsoft\.)?graph\.(?P<cast>user|group))?",
              self._group_members),
             ("subscriptions.create", "POST", r"/subscriptions", lambda request, _: subs.create(request)),
@@ -386,6 +391,35 @@ class GraphEmulator:
         keep = {"@odata.type", "id", *(_split(request.query.get("$select")) or delta.DEFAULT_SELECT)}
         members = [{k: v for k, v in m.items() if k in keep} for m in members]
         return self._paged(request, members, "directoryObjects")
+
+    async def _groups_delta(self, request: web.Request, _: re.Match[str]) -> web.Response:
+        try:
+            body = group_delta.respond(self.tenant, request.query, self.page_size, f"{_origin(request)}{API_VERSION}")
+        except group_delta.GroupDeltaError as exc:
+            raise GraphHTTPError(exc.status, exc.code, exc.message) from None
+        return web.json_response(body)
+
+    async def _group_transitive_members(self, request: web.Request, match: re.Match[str]) -> web.Response:
+        """Members at any depth. An OData cast is an advanced query: it needs ConsistencyLevel: eventual
+        and $count=true (then the answer carries @odata.count)."""
+        if not self.tenant.has_group(match["id"]):
+            raise GraphHTTPError(404, "Request_ResourceNotFound", f"Resource '{match['id']}' does not exist or one "
+                                 "of its queried reference-property objects are not present.")
+        advanced = request.headers.get("ConsistencyLevel", "").lower() == "eventual" and \
+            request.query.get("$count", "").lower() == "true"
+        if match["cast"] and not advanced:
+            raise GraphHTTPError(400, "Request_UnsupportedQuery", "The OData cast requires the ConsistencyLevel: "
+                                 "eventual header and $count=true.")
+        members = self.tenant.transitive_members(match["id"])
+        if match["cast"]:
+            members = [m for m in members if m["@odata.type"] == f"#microsoft.graph.{match['cast']}"]
+        keep = {"@odata.type", "id", *(_split(request.query.get("$select")) or delta.DEFAULT_SELECT)}
+        members = [{k: v for k, v in m.items() if k in keep} for m in members]
+        response = self._paged(request, members, "directoryObjects")
+        if advanced:
+            body = json.loads(response.body)  # type: ignore[arg-type]
+            response = web.json_response({"@odata.count": len(members), **body})
+        return response
 
     # ----- paging -------------------------------------------------------------------------------
     def _paged(self, request: web.Request, items: list[dict[str, Any]], entity_set: str) -> web.Response:

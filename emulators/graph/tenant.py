@@ -33,6 +33,17 @@ class UserChangeRecord:
     properties: frozenset[str] = frozenset()
 
 
+@dataclass(frozen=True, slots=True)
+class MembershipChange:
+    """One entry of the group membership log (what groups/delta reports as members@delta)."""
+
+    seq: int
+    group_id: str
+    member_id: str
+    member_type: Literal["user", "group"]
+    added: bool
+
+
 @dataclass(slots=True)
 class Group:
     id: str
@@ -150,6 +161,7 @@ class Tenant:
         self._applications: dict[str, Application] = {}
         self._assignments: dict[str, Assignment] = {}
         self._changes: list[UserChangeRecord] = []
+        self._membership_log: list[MembershipChange] = []
 
     # ----- ids and the change log -------------------------------------------------------------
     def new_id(self) -> str:
@@ -254,6 +266,7 @@ class Tenant:
             for group in self._groups.values():
                 if key in group.member_ids:
                     group.member_ids.remove(key)
+                    self._log_membership(group.id, key, added=False)
             for assignment in [a for a in self._assignments.values() if a.principal_id == key]:
                 del self._assignments[assignment.id]
             self._record(key, "hard_deleted")
@@ -320,6 +333,7 @@ class Tenant:
                 raise ValueError("a group cannot be a member of itself")
             if key not in group.member_ids:
                 group.member_ids.append(key)
+                self._log_membership(group.id, key, added=True)
 
     def remove_member(self, group_id: str, member_id: str) -> None:
         with self.lock:
@@ -328,6 +342,7 @@ class Tenant:
                 group.member_ids.remove(member_id.lower())
             except ValueError:
                 raise KeyError(f"{member_id} is not a member of {group_id}") from None
+            self._log_membership(group.id, member_id.lower(), added=False)
 
     def group_members(self, group_id: str) -> list[dict[str, Any]]:
         """Direct members that exist now (soft-deleted users are hidden), with their @odata.type."""
@@ -353,11 +368,52 @@ class Tenant:
                 frontier = parents
             return found
 
+    def _log_membership(self, group_id: str, member_id: str, *, added: bool) -> None:
+        kind: Literal["user", "group"] = "group" if member_id in self._groups else "user"
+        self._membership_log.append(MembershipChange(len(self._membership_log) + 1, group_id, member_id, kind, added))
+
+    @property
+    def membership_position(self) -> int:
+        with self.lock:
+            return len(self._membership_log)
+
+    def membership_changes_between(self, after: int, upto: int) -> list[MembershipChange]:
+        with self.lock:
+            return self._membership_log[after:upto]
+
+    def direct_members(self, group_id: str) -> list[tuple[str, Literal["user", "group"]]]:
+        """(id, "user" | "group") of the group's direct members, soft-deleted users included (as
+        groups/delta still lists them until they are deleted for good)."""
+        with self.lock:
+            return [(m, "group" if m in self._groups else "user") for m in self._group(group_id).member_ids]
+
     def _group(self, group_id: str) -> Group:
         group = self._groups.get(group_id.lower())
         if group is None:
             raise KeyError(f"no group {group_id}")
         return group
+
+    @property
+    def group_ids(self) -> list[str]:
+        with self.lock:
+            return list(self._groups)
+
+    def group_display_name(self, group_id: str) -> str:
+        with self.lock:
+            return self._group(group_id).display_name
+
+    def transitive_members(self, group_id: str) -> list[dict[str, Any]]:
+        """Members at any depth that exist now, each once, with their @odata.type (users and groups)."""
+        with self.lock:
+            seen: dict[str, dict[str, Any]] = {}
+            frontier = [self._group(group_id).id]
+            while frontier:
+                for member in self.group_members(frontier.pop()):
+                    if member["id"] not in seen:
+                        seen[member["id"]] = member
+                        if member["@odata.type"] == "#microsoft.graph.group":
+                            frontier.append(member["id"])
+            return list(seen.values())
 
     def has_group(self, group_id: str) -> bool:
         with self.lock:

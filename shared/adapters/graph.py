@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import replace
@@ -25,7 +26,14 @@ from kiota_abstractions.base_request_configuration import RequestConfiguration
 from kiota_abstractions.method import Method
 from kiota_abstractions.request_information import RequestInformation
 from msgraph import GraphServiceClient
+from msgraph.generated.groups.delta.delta_request_builder import DeltaRequestBuilder as GroupsDeltaRequestBuilder
 from msgraph.generated.groups.item.members.members_request_builder import MembersRequestBuilder
+from msgraph.generated.groups.item.transitive_members.graph_group.graph_group_request_builder import (
+    GraphGroupRequestBuilder,
+)
+from msgraph.generated.groups.item.transitive_members.graph_user.graph_user_request_builder import (
+    GraphUserRequestBuilder,
+)
 from msgraph.generated.models.body_type import BodyType
 from msgraph.generated.models.email_address import EmailAddress
 from msgraph.generated.models.item_body import ItemBody
@@ -46,7 +54,16 @@ from msgraph.generated.users.item.send_mail.send_mail_post_request_body import S
 from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
 
 from shared.core.errors import ConfigurationError, DeltaTokenExpired, ProvisioningError, graph_error
-from shared.core.models import AppRole, AppRoleAssignment, DeltaPage, EntraUser, EntraUserState, UserChange
+from shared.core.models import (
+    AppRole,
+    AppRoleAssignment,
+    DeltaPage,
+    EntraUser,
+    EntraUserState,
+    GroupDeltaPage,
+    MemberChange,
+    UserChange,
+)
 
 from .graph_batch import MAX_BATCH_REQUESTS, BatchItemResult, BatchPost, BatchRead, get_batch, relative_url
 from .graph_client import GraphRetryPolicy, StaticTokenCredential, build_graph_client, close_graph_client
@@ -61,6 +78,7 @@ _EXPIRED_TOKEN_CODES = frozenset({"syncStateNotFound", "resyncRequired", "Direct
 _USER_TYPE = "#microsoft.graph.user"
 MAX_PAGE_SIZE = 999
 CHECK_MEMBER_GROUPS_MAX = 20  # group ids per checkMemberGroups call
+MAX_DELTA_FILTER_IDS = 50  # ids per groups/delta $filter
 
 
 class GraphDirectory:
@@ -103,6 +121,58 @@ class GraphDirectory:
             UserChange(_object_id(item), (item.get("@removed") or {}).get("reason")) for item in _value(data)
         )
         return DeltaPage(changes, next_link=next_link, delta_link=delta_link)
+
+    async def groups_delta_page(self, link: str | None, group_ids: Sequence[str]) -> GroupDeltaPage:
+        delta = self._client.groups.delta
+        if link is None:
+            if not 1 <= len(group_ids) <= MAX_DELTA_FILTER_IDS:
+                raise ConfigurationError(f"groups/delta filters 1..{MAX_DELTA_FILTER_IDS} groups, got {len(group_ids)}")
+            query = GroupsDeltaRequestBuilder.DeltaRequestBuilderGetQueryParameters(
+                select=["id", "members"], filter=" or ".join(f"id eq '{_guid(g)}'" for g in group_ids))
+            info = delta.to_get_request_information(RequestConfiguration(query_parameters=query))
+        else:
+            if not link.lower().startswith(self._origin + "/"):
+                raise DeltaTokenExpired("the stored groups delta link belongs to another Graph endpoint")
+            info = delta.with_url(link).to_get_request_information()
+        data = await self._get(info, "groups_delta", delta=True)
+        assert data is not None
+        next_link, delta_link = data.get("@odata.nextLink"), data.get("@odata.deltaLink")
+        if bool(next_link) == bool(delta_link):
+            raise graph_error(None, "MalformedResponse", "a groups/delta page needs exactly one of nextLink and deltaLink")
+        changes = tuple(
+            MemberChange(_object_id(group), _object_id(member), _member_type(member), "@removed" in member)
+            for group in _value(data) for member in _members_delta(group)
+        )
+        return GroupDeltaPage(changes, next_link=next_link, delta_link=delta_link)
+
+    async def group_subgroup_ids(self, group_id: str) -> list[str]:
+        builder = self._client.groups.by_group_id(group_id).transitive_members.graph_group
+        query = GraphGroupRequestBuilder.GraphGroupRequestBuilderGetQueryParameters(select=["id"], top=self._page_size,
+                                                                                   count=True)
+        return await self._transitive_ids(builder, query, "group_transitive_groups")
+
+    async def group_transitive_user_ids(self, group_id: str) -> list[str]:
+        builder = self._client.groups.by_group_id(group_id).transitive_members.graph_user
+        query = GraphUserRequestBuilder.GraphUserRequestBuilderGetQueryParameters(select=["id"], top=self._page_size,
+                                                                                 count=True)
+        return await self._transitive_ids(builder, query, "group_transitive_users")
+
+    async def _transitive_ids(self, builder: Any, query: Any, operation: str) -> list[str]:
+        """Every page; an OData cast on transitiveMembers is an advanced query, so each request (next
+        pages too) carries ConsistencyLevel: eventual, and the first $count=true."""
+        config = RequestConfiguration(query_parameters=query)
+        config.headers.add("ConsistencyLevel", "eventual")
+        info = builder.to_get_request_information(config)
+        ids: list[str] = []
+        while True:
+            data = await self._get(info, operation)
+            assert data is not None
+            ids += [_object_id(item) for item in _value(data)]
+            next_link = data.get("@odata.nextLink")
+            if not next_link:
+                return ids
+            info = builder.with_url(next_link).to_get_request_information()
+            info.headers.try_add("ConsistencyLevel", "eventual")
 
     async def app_role_assignments(self, service_principal_id: str) -> list[AppRoleAssignment]:
         builder = self._client.service_principals.by_service_principal_id(service_principal_id).app_role_assigned_to
@@ -388,6 +458,25 @@ def _with_groups(state: EntraUserState, answers: list[BatchItemResult]) -> Entra
             raise graph_error(None, "MalformedResponse", "checkMemberGroups answered without a list of ids")
         member_of.update(i.lower() for i in ids)
     return replace(state, member_of=frozenset(member_of))
+
+
+def _members_delta(group: dict[str, Any]) -> list[dict[str, Any]]:
+    members = group.get("members@delta", [])
+    if not isinstance(members, list) or not all(isinstance(m, dict) for m in members):
+        raise graph_error(None, "MalformedResponse", "members@delta is not a list of objects")
+    return members
+
+
+def _member_type(member: dict[str, Any]) -> str:
+    kind = member.get("@odata.type")
+    return {"#microsoft.graph.user": "user", "#microsoft.graph.group": "group"}.get(kind, "other")  # type: ignore[arg-type]
+
+
+def _guid(value: str) -> str:
+    """A group id as it may appear inside $filter: only a GUID, so nothing else reaches the query."""
+    if not re.fullmatch(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", value):
+        raise ConfigurationError(f"not a group object id: {value!r}")
+    return value.lower()
 
 
 def _with_id(select: Sequence[str]) -> list[str]:

@@ -13,7 +13,7 @@ from .untrusted_json import parse_untrusted_json
 
 SCHEMA_VERSION = 1
 MAX_MESSAGE_BYTES = 4096
-Reason = Literal["delta", "assignment", "notification", "on-demand", "resync", "retry"]
+Reason = Literal["delta", "assignment", "membership", "notification", "on-demand", "resync", "retry"]
 REASONS: frozenset[str] = frozenset(get_args(Reason))
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 

@@ -115,6 +115,25 @@ class DeltaPage:
 
 
 @dataclass(frozen=True, slots=True)
+class MemberChange:
+    """One entry of groups/delta's members@delta: a user or group added to, or removed from, a group."""
+
+    group_id: str
+    member_id: str
+    member_type: Literal["user", "group", "other"]
+    removed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GroupDeltaPage:
+    """One page of groups/delta (membership only). Exactly one of next_link and delta_link is set."""
+
+    changes: tuple[MemberChange, ...]
+    next_link: str | None = None
+    delta_link: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SalesforceUser:
     """A Salesforce User record: API field names to values (always includes Id)."""
 

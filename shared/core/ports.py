@@ -18,6 +18,7 @@ from .models import (
     EntraUserState,
     FailureRecord,
     GraphSubscription,
+    GroupDeltaPage,
     PermissionSetAssignment,
     SalesforceProfile,
     SalesforceRole,
@@ -43,6 +44,19 @@ class Directory(Protocol):
 
     async def group_member_ids(self, group_id: str) -> list[str]:
         """Object ids of the group's direct members that are users (all pages)."""
+        ...
+
+    async def groups_delta_page(self, link: str | None, group_ids: Sequence[str]) -> GroupDeltaPage:
+        """First page of groups/delta for those groups (at most 50) with their members when link is
+        None, else the page at a stored nextLink/deltaLink. Raises DeltaTokenExpired like users_delta_page."""
+        ...
+
+    async def group_subgroup_ids(self, group_id: str) -> list[str]:
+        """Object ids of the groups nested in the group, at any depth."""
+        ...
+
+    async def group_transitive_user_ids(self, group_id: str) -> list[str]:
+        """Object ids of the users in the group, directly or through nested groups."""
         ...
 
     async def app_roles(self, service_principal_id: str) -> list[AppRole]:

@@ -1,8 +1,9 @@
 """Detect which users need reconciling and enqueue one message per user.
 
-Two sources: the Salesforce app's role assignments (users, and direct members of assigned groups),
-diffed against the stored snapshot so assignment and unassignment are changes; and Graph users/delta
-for attribute changes and deletions. Messages are sent *before* the cursor and snapshot are stored, so
+Three sources: the Salesforce app's role assignments (users, and direct members of assigned groups),
+diffed against the stored snapshot so assignment and unassignment are changes; Graph users/delta
+for attribute changes and deletions; and, when the mapping grants permission sets, the membership of
+those groups (membership_changes.py). Messages are sent *before* the cursor and snapshot are stored, so
 a crash in between re-sends (dropped by duplicate detection, or harmless) and never loses a change.
 Long initial syncs checkpoint page by page."""
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ..core.errors import DeltaTokenExpired
 from ..core.messages import ReconcileMessage, Reason
 from ..core.ports import Directory, ReconcileQueue, StateStore
 from .audit import CycleRecord
+from .membership_changes import MembershipWatcher
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,7 @@ GROUP_READ_CONCURRENCY = 4
 class DetectConfig:
     service_principal_id: str
     select: tuple[str, ...]
+    permission_set_groups: tuple[str, ...] = ()  # groups whose membership changes are followed too
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +42,11 @@ class CycleReport:
     messages_sent: int
     delta_pages: int
     full_sync: bool
+    membership_changes: int = 0
 
     @property
     def users_changed(self) -> int:
-        return self.assignment_changes + self.delta_changes
+        return self.assignment_changes + self.delta_changes + self.membership_changes
 
 
 def _digest(*parts: object) -> str:
@@ -55,6 +59,7 @@ class ChangeDetector:
         self._queue = queue
         self._state = state
         self.config = config
+        self._memberships = MembershipWatcher(directory, queue, state, config.permission_set_groups)
 
     async def run_cycle(self) -> CycleReport:
         started = time.monotonic()
@@ -82,13 +87,15 @@ class ChangeDetector:
             self._state.set_cursor(DELTA_CURSOR, None)
             full_sync = True
             delta_changes, pages = await self._follow_delta(None, scope, sent, "resync")
+        membership_changes, group_pages = await self._memberships.run(scope, sent)
 
         self._state.apply_assignment_changes(
             {u: current[u] for u in changed if u in current}, [u for u in changed if u not in current]
         )
-        report = CycleReport(len(changed), delta_changes, len(sent), pages, full_sync)
+        report = CycleReport(len(changed), delta_changes, len(sent), pages, full_sync, membership_changes)
         CycleRecord(report.users_changed, report.messages_sent, full_sync, round((time.monotonic() - started) * 1000, 1),
-                    {"assignment_changes": len(changed), "delta_changes": delta_changes, "delta_pages": pages}).emit()
+                    {"assignment_changes": len(changed), "delta_changes": delta_changes, "delta_pages": pages,
+                     "membership_changes": membership_changes, "group_delta_pages": group_pages}).emit()
         if not sent:
             log.info("nothing to do: no assignment or attribute changes")
         return report

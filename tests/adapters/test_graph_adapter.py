@@ -355,3 +355,36 @@ async def test_a_credential_that_cannot_get_a_token_is_a_transient_error(graph):
     finally:
         await close_graph_client(client)
     assert caught.value.code == "CredentialUnavailable" and graph.calls["users.delta"] == 0
+
+
+async def test_groups_delta_pages_and_transitive_members(graph: GraphEmulator, tenant: Tenant, directory) -> None:
+    a, b, c, d = add_users(tenant, 4, prefix="member")
+    sales, nested, deeper = tenant.add_group("Sales"), tenant.add_group("Nested"), tenant.add_group("Deeper")
+    for group, member in ((sales, a), (sales, b), (sales, d), (sales, nested), (nested, deeper), (deeper, c)):
+        tenant.add_member(group, member)
+    dir_ = directory()
+
+    page = await dir_.groups_delta_page(None, [sales.upper()])  # the emulator's pages hold 3 members
+    assert page.next_link and not page.delta_link
+    changes = list(page.changes)
+    while page.next_link:
+        page = await dir_.groups_delta_page(page.next_link, [sales])
+        changes += page.changes
+    assert {(ch.member_id, ch.member_type, ch.removed) for ch in changes} == {
+        (a, "user", False), (b, "user", False), (d, "user", False), (nested, "group", False)}
+    assert all(ch.group_id == sales for ch in changes)
+
+    tenant.remove_member(sales, b)
+    later = await dir_.groups_delta_page(page.delta_link, [sales])
+    assert [(ch.member_id, ch.removed) for ch in later.changes] == [(b, True)] and later.delta_link
+
+    assert set(await dir_.group_subgroup_ids(sales)) == {nested, deeper}
+    assert set(await directory(page_size=1).group_transitive_user_ids(sales)) == {a, c, d}  # paged, header kept
+    assert dir_.calls["group_transitive_groups"] == 1
+
+
+async def test_groups_delta_refuses_more_groups_than_one_filter_holds(directory) -> None:
+    with pytest.raises(ConfigurationError):
+        await directory().groups_delta_page(None, [f"00000000-0000-4000-8000-{n:012d}" for n in range(51)])
+    with pytest.raises(ConfigurationError):
+        await directory().groups_delta_page(None, ["x' or id ne '1"])

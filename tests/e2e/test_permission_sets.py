@@ -217,3 +217,45 @@ async def test_a_permission_set_missing_in_salesforce_fails_only_the_users_it_is
     assert "PermissionSet:Not_In_The_Org" in results[ann].error.message
     assert world.held(ann) == set()  # created, but nothing assigned until the mapping or the org is fixed
     assert results[bob].error is None and world.held(bob) == {"Sales_Ops", "Support_Agents"}
+
+
+async def test_membership_changes_of_mapped_and_nested_groups_are_detected(world: World):
+    from shared.services.detect_changes import ChangeDetector, DetectConfig
+
+    queue = CollectingQueue()
+    mapping = parse_mapping(MAPPING)
+    detector = ChangeDetector(world.provisioner._directory, queue, world.state,  # the provisioner's Graph adapter
+                              DetectConfig(world.sp, mapping.source_attributes, mapping.permission_sets.group_ids))
+    team = world.tenant.add_group("Sales Contractors")
+    world.tenant.add_member(SALES_GROUP, team)
+    ann, bob, dee = world.hire("ann", SALES_GROUP), world.hire("bob"), world.hire("dee")
+    outsider = world.tenant.add_user(userPrincipalName="zed@contoso.com", displayName="zed")  # no Salesforce role
+
+    async def cycle() -> dict[str, str]:
+        queue.messages.clear()
+        await detector.run_cycle()
+        return {m.entra_id: m.reason for m in queue.messages}
+
+    assert set(await cycle()) == {ann, bob, dee}  # the first sync
+    assert await cycle() == {}
+
+    world.tenant.add_member(SALES_GROUP, bob)
+    world.tenant.add_member(SALES_GROUP, outsider)
+    world.tenant.add_member(team, dee)  # inside a nested group
+    assert await cycle() == {bob: "membership", dee: "membership"}
+
+    world.tenant.remove_member(SALES_GROUP, ann)
+    assert await cycle() == {ann: "membership"}
+
+    temps = world.tenant.add_group("Temps")
+    world.tenant.add_member(temps, ann)
+    world.tenant.add_member(SALES_GROUP, temps)  # a newly nested group brings its members
+    # the set of nested groups changed, so they are listed afresh: dee (in the other nested group) again
+    assert await cycle() == {ann: "membership", dee: "membership"}
+    world.tenant.remove_member(SALES_GROUP, temps)  # and takes them away again
+    assert await cycle() == {ann: "membership"}  # (the earlier set's cursor is resumed)
+
+    world.graph.calls.clear()
+    assert await cycle() == {}
+    # per quiet cycle: one transitive listing per mapped group and one delta query per chunk of groups
+    assert world.graph.calls["groups.transitiveMembers"] == 3 and world.graph.calls["groups.delta"] == 2

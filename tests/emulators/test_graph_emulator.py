@@ -320,3 +320,52 @@ def test_demo_changes_match_their_oracle_and_show_up_in_delta(graph, http, tenan
     assert all(seen[u] == "changed" for u in changes.soft_deleted_ids)
     assert all(seen[u] == "deleted" for u in changes.hard_deleted_ids)
     assert not (changes.unassigned_ids | changes.role_changed_ids) & seen.keys()  # assignments are not in delta
+
+
+def test_groups_delta_lists_members_then_net_changes_across_pages(graph, http, tenant):
+    a, b, c = add_users(tenant, 3)
+    sales, other = tenant.add_group("Sales"), tenant.add_group("Other")
+    nested = tenant.add_group("Nested")
+    for member in (a, b, nested):
+        tenant.add_member(sales, member)
+    tenant.add_member(other, c)
+    first = f"{graph.base_url}/groups/delta?$filter=id eq '{sales}'&$select=id,members"
+
+    objects, link = sync(http, first)  # page_size 2: Sales repeats on the second page
+    assert [o["id"] for o in objects] == [sales, sales]
+    assert [(m["@odata.type"], m["id"]) for o in objects for m in o["members@delta"]] == [
+        ("#microsoft.graph.user", a), ("#microsoft.graph.user", b), ("#microsoft.graph.group", nested)]
+
+    tenant.add_member(sales, c)
+    tenant.remove_member(sales, a)
+    tenant.add_member(sales, a)  # out and back in: no net change
+    tenant.remove_member(sales, b)
+    tenant.add_member(other, a)  # not a filtered group
+    objects, _ = sync(http, link)
+    members = {m["id"]: m for o in objects for m in o["members@delta"]}
+    assert members[c] == {"@odata.type": "#microsoft.graph.user", "id": c}
+    assert members[b]["@removed"] == {"reason": "deleted"}
+    assert members[a] == {"@odata.type": "#microsoft.graph.user", "id": a}
+
+
+def test_groups_delta_refuses_filters_graph_refuses(graph, http, tenant):
+    too_many = " or ".join(f"id eq '00000000-0000-4000-8000-{n:012d}'" for n in range(51))
+    for query in (f"$filter={too_many}", "$filter=displayName eq 'Sales'", "$select=members,owners"):
+        answer = http.get(f"{graph.base_url}/groups/delta?{query}")
+        assert answer.status_code == 400, query
+
+
+def test_transitive_members_cast_is_an_advanced_query(graph, http, tenant):
+    a, b = add_users(tenant, 2)
+    sales, nested = tenant.add_group("Sales"), tenant.add_group("Nested")
+    tenant.add_member(sales, a)
+    tenant.add_member(sales, nested)
+    tenant.add_member(nested, b)
+    url = f"{graph.base_url}/groups/{sales}/transitiveMembers/microsoft.graph.user?$select=id&$count=true"
+
+    assert http.get(url).status_code == 400  # no ConsistencyLevel header
+    body = http.get(url + "&$top=5", headers={"ConsistencyLevel": "eventual"}).json()
+    assert {m["id"] for m in body["value"]} == {a, b} and body["@odata.count"] == 2
+    groups = http.get(f"{graph.base_url}/groups/{sales}/transitiveMembers/graph.group?$count=true",
+                      headers={"ConsistencyLevel": "eventual"}).json()
+    assert [m["id"] for m in groups["value"]] == [nested]
