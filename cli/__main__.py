@@ -25,23 +25,30 @@ def _results_table(results, title: str, *, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    rows = [r for r in results if r.error is not None or (r.operation is not None and r.operation.is_write)]
+    def granted(r) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        return (r.permission_sets.added, r.permission_sets.removed) if r.permission_sets else ((), ())
+
+    rows = [r for r in results if r.error is not None or (r.operation is not None and r.operation.is_write)
+            or any(granted(r))]
     if as_json:
         print(json.dumps([
             {"entraId": r.entra_id, "action": r.operation.action if r.operation else None,
              "salesforceId": r.operation.salesforce_id if r.operation else None,
              "changes": {k: [o, n] for k, (o, n) in (r.operation.changes.items() if r.operation else [])},
+             "permissionSets": {"add": list(granted(r)[0]), "remove": list(granted(r)[1])},
              "error": r.error.code if r.error else None}
             for r in rows
         ], indent=2, default=str))
         return
     table = Table(title=title)
-    for col in ("Entra id", "action", "Salesforce id", "changes (old → new)", "error"):
+    for col in ("Entra id", "action", "Salesforce id", "changes (old → new)", "permission sets", "error"):
         table.add_column(col)
     for r in rows:
         op = r.operation
         changes = "; ".join(f"{k}: {o!r} → {n!r}" for k, (o, n) in op.changes.items()) if op else ""
+        added, removed = granted(r)
         table.add_row(r.entra_id, op.action if op else "-", (op.salesforce_id or "-") if op else "-", changes,
+                      " ".join([*(f"+{k}" for k in added), *(f"-{k}" for k in removed)]),
                       f"{r.error.code}: {r.error.message}" if r.error else "")
     console = Console()
     console.print(table)

@@ -154,6 +154,9 @@ class DemoPrinter:
             ("failed", s.outcome["failed"]),
         ]
         rows += [(f"  failed: {code}", n) for code, n in s.failures.most_common()]
+        if s.permission_set_assignments:
+            granted = s.permission_set_assignments
+            rows.append(("permission set assignments added / removed", f"{granted['added']} / {granted['removed']}"))
         rows += [
             ("waiting for a scheduled retry (licences, throttling)", s.outcome["retrying"]),
             ("retries scheduled", s.transient_retries),

@@ -51,8 +51,14 @@ class ProvisioningLog(logging.Handler):
                          "reactivate": "reactivated"}[op["action"]]] += 1
             else:
                 outcome["skipped"] += 1
+        granted = Counter()
+        for op in ops:  # every applied change counts, retried users' included
+            if op["status"] == "success":
+                granted["added"] += len([k for k in (op.get("permission_sets_added") or "").split(",") if k])
+                granted["removed"] += len([k for k in (op.get("permission_sets_removed") or "").split(",") if k])
         return RunSummary(users=len(final), outcome=outcome, failures=failures,
-                          transient_retries=sum(1 for op in ops if op["status"] == "retrying"))
+                          transient_retries=sum(1 for op in ops if op["status"] == "retrying"),
+                          permission_set_assignments=granted)
 
 
 @dataclass
@@ -62,3 +68,4 @@ class RunSummary:
     failures: Counter
     transient_retries: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    permission_set_assignments: Counter = field(default_factory=Counter)  # added / removed

@@ -259,3 +259,26 @@ async def test_membership_changes_of_mapped_and_nested_groups_are_detected(world
     assert await cycle() == {}
     # per quiet cycle: one transitive listing per mapped group and one delta query per chunk of groups
     assert world.graph.calls["groups.transitiveMembers"] == 3 and world.graph.calls["groups.delta"] == 2
+
+
+async def test_plan_output_and_provisioning_log_show_permission_set_changes(world: World, capsys, monkeypatch):
+    import json
+
+    from cli.__main__ import _results_table
+    from cli.provisioning_log import ProvisioningLog
+
+    ann, bob = world.hire("ann", SALES_GROUP), world.hire("bob")
+    with ProvisioningLog() as plog:
+        await world.provisioner.reconcile([ann, bob])
+    summary = plog.summary().permission_set_assignments
+    assert (summary["added"], summary["removed"]) == (2, 0)
+
+    world.tenant.add_member(REPORTS_GROUP, bob)
+    results = await world.provisioner.reconcile([ann, bob], apply=False)
+    _results_table(results, "Planned changes", as_json=True)
+    [planned] = json.loads(capsys.readouterr().out)  # ann is in line; bob's only change is a permission set
+    assert planned == {"entraId": bob, "action": "noop", "salesforceId": world.salesforce_id(bob), "changes": {},
+                       "permissionSets": {"add": ["PermissionSet:Reports_Viewer"], "remove": []}, "error": None}
+    monkeypatch.setenv("COLUMNS", "300")  # a table row on one line
+    _results_table(results, "Planned changes", as_json=False)
+    assert "+PermissionSet:Reports_Viewer" in capsys.readouterr().out
