@@ -16,7 +16,7 @@ import re
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -104,46 +104,47 @@ class GraphDirectory:
 
     async def users_delta_page(self, link: str | None, select: Sequence[str]) -> DeltaPage:
         delta = self._client.users.delta
-        if link is None:
+
+        def first() -> RequestInformation:
             query = DeltaRequestBuilder.DeltaRequestBuilderGetQueryParameters(select=_with_id(select))
-            info = delta.to_get_request_information(RequestConfiguration(query_parameters=query))
-        else:
-            if not link.lower().startswith(self._origin + "/"):
-                # A link from another cloud or emulator cannot be resumed here: start over.
-                raise DeltaTokenExpired("the stored delta link belongs to another Graph endpoint")
-            info = delta.with_url(link).to_get_request_information()
-        data = await self._get(info, "users_delta", delta=True)
-        assert data is not None
-        next_link, delta_link = data.get("@odata.nextLink"), data.get("@odata.deltaLink")
-        if bool(next_link) == bool(delta_link):
-            raise graph_error(None, "MalformedResponse", "a users/delta page needs exactly one of nextLink and deltaLink")
-        changes = tuple(
-            UserChange(_object_id(item), (item.get("@removed") or {}).get("reason")) for item in _value(data)
-        )
+            return delta.to_get_request_information(RequestConfiguration(query_parameters=query))
+
+        items, next_link, delta_link = await self._delta_page(delta, link, first, "users")
+        changes = tuple(UserChange(_object_id(item), (item.get("@removed") or {}).get("reason")) for item in items)
         return DeltaPage(changes, next_link=next_link, delta_link=delta_link)
 
     async def groups_delta_page(self, link: str | None, group_ids: Sequence[str]) -> GroupDeltaPage:
         delta = self._client.groups.delta
-        if link is None:
+
+        def first() -> RequestInformation:
             if not 1 <= len(group_ids) <= MAX_DELTA_FILTER_IDS:
                 raise ConfigurationError(f"groups/delta filters 1..{MAX_DELTA_FILTER_IDS} groups, got {len(group_ids)}")
             query = GroupsDeltaRequestBuilder.DeltaRequestBuilderGetQueryParameters(
                 select=["id", "members"], filter=" or ".join(f"id eq '{_guid(g)}'" for g in group_ids))
-            info = delta.to_get_request_information(RequestConfiguration(query_parameters=query))
+            return delta.to_get_request_information(RequestConfiguration(query_parameters=query))
+
+        items, next_link, delta_link = await self._delta_page(delta, link, first, "groups")
+        changes = tuple(MemberChange(_object_id(group), _object_id(member), _member_type(member), "@removed" in member)
+                        for group in items for member in _members_delta(group))
+        return GroupDeltaPage(changes, next_link=next_link, delta_link=delta_link)
+
+    async def _delta_page(self, delta: Any, link: str | None, first: Callable[[], RequestInformation],
+                          resource: str) -> tuple[list[dict[str, Any]], str | None, str | None]:
+        """One page of {resource}/delta: the first request when link is None, else the stored link.
+        Returns (items, nextLink, deltaLink)."""
+        if link is None:
+            info = first()
         else:
             if not link.lower().startswith(self._origin + "/"):
-                raise DeltaTokenExpired("the stored groups delta link belongs to another Graph endpoint")
+                # A link from another cloud or emulator cannot be resumed here: start over.
+                raise DeltaTokenExpired(f"the stored {resource} delta link belongs to another Graph endpoint")
             info = delta.with_url(link).to_get_request_information()
-        data = await self._get(info, "groups_delta", delta=True)
+        data = await self._get(info, f"{resource}_delta", delta=True)
         assert data is not None
         next_link, delta_link = data.get("@odata.nextLink"), data.get("@odata.deltaLink")
         if bool(next_link) == bool(delta_link):
-            raise graph_error(None, "MalformedResponse", "a groups/delta page needs exactly one of nextLink and deltaLink")
-        changes = tuple(
-            MemberChange(_object_id(group), _object_id(member), _member_type(member), "@removed" in member)
-            for group in _value(data) for member in _members_delta(group)
-        )
-        return GroupDeltaPage(changes, next_link=next_link, delta_link=delta_link)
+            raise graph_error(None, "MalformedResponse", f"a {resource}/delta page needs exactly one of nextLink and deltaLink")
+        return _value(data), next_link, delta_link
 
     async def group_subgroup_ids(self, group_id: str) -> list[str]:
         builder = self._client.groups.by_group_id(group_id).transitive_members.graph_group
@@ -321,7 +322,7 @@ class GraphDirectory:
             if missing_ok and status == 404:
                 return None
             if delta and (status == 410 or status == 400 and code in _EXPIRED_TOKEN_CODES):
-                logger.warning("users/delta token no longer valid (HTTP %s, %s): full sync needed", status, code)
+                logger.warning("%s token no longer valid (HTTP %s, %s): full sync needed", operation, status, code)
                 raise DeltaTokenExpired(f"HTTP {status} {code or ''}".strip()) from exc
             raise _translate(exc) from exc
         except (httpx.HTTPError, ClientAuthenticationError) as exc:
