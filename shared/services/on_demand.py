@@ -147,10 +147,15 @@ class OnDemandProvisioner:
         assert op is not None
         changed = sorted(op.changes)
         data: dict[str, Any] = {"action": op.action, "salesforceId": op.salesforce_id, "modifiedProperties": changed}
+        granted = t.result.permission_sets
+        if granted is not None:
+            data.update(permissionSetsAdded=list(granted.added), permissionSetsRemoved=list(granted.removed))
         if error is not None:
             failed = _failed("action", error)
             return Step("action", "failure", f"{op.action} failed: {failed.detail}", {**data, **failed.data})
+        assigned = "".join(f"; permission sets {sign}{', '.join(keys)}" for sign, keys in
+                           (("+", granted.added), ("-", granted.removed)) if keys) if granted else ""
         if not op.is_write:
-            return Step("action", "skipped", f"{op.action}: {op.reason}", data)
+            return Step("action", "success" if assigned else "skipped", f"{op.action}: {op.reason}{assigned}", data)
         fields = f" ({', '.join(changed)})" if changed and op.action != "create" else ""
-        return Step("action", "success", f"{op.action} Salesforce user {op.salesforce_id}{fields}", data)
+        return Step("action", "success", f"{op.action} Salesforce user {op.salesforce_id}{fields}{assigned}", data)

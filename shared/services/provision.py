@@ -118,6 +118,7 @@ class _Work:
     operation: Operation | None = None
     error: ProvisioningError | None = None
     permission_sets: PermissionSetChange | None = None
+    stored_link: UserLink | None = None  # the link as this batch left it (link: as it was found)
 
 
 class Provisioner:
@@ -394,8 +395,8 @@ class Provisioner:
         mapping = self._config.mapping.permission_sets
         if not mapping:
             return
-        subjects = [PermissionSetSubject(w.entra_id, w.operation.salesforce_id, mapping.desired(w.state.member_of), w.link,
-                                         created=w.operation.action == "create")
+        subjects = [PermissionSetSubject(w.entra_id, w.operation.salesforce_id, mapping.desired(w.state.member_of),
+                                         w.stored_link or w.link, created=w.operation.action == "create")
                     for w in work if w.desired is not None and w.operation is not None and w.state is not None
                     and (w.operation.salesforce_id or not apply)]
         by_id = {w.entra_id: w for w in work}
@@ -430,7 +431,7 @@ class Provisioner:
             link.salesforce_id, link.applied_hash, link.pending_email)
         if op.is_write or not unchanged:
             self._state.put_link(link)
-            w.link = link
+            w.stored_link = link
 
     def _audit(self, result: UserResult, message_id: str, *, status: str | None = None) -> None:
         op = result.operation

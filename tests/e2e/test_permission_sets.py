@@ -282,3 +282,20 @@ async def test_plan_output_and_provisioning_log_show_permission_set_changes(worl
     monkeypatch.setenv("COLUMNS", "300")  # a table row on one line
     _results_table(results, "Planned changes", as_json=False)
     assert "+PermissionSet:Reports_Viewer" in capsys.readouterr().out
+
+
+async def test_provision_on_demand_reports_the_permission_set_changes(world: World):
+    from shared.services.on_demand import OnDemandProvisioner
+
+    ann = world.hire("ann", SALES_GROUP)
+    on_demand = OnDemandProvisioner(world.provisioner._directory, world.provisioner._org, world.provisioner, world.sp)
+
+    created = (await on_demand.provision(ann)).step("action")
+    assert created.status == "success" and created.data["permissionSetsAdded"] == [
+        "PermissionSet:Sales_Ops", "PermissionSetGroup:Support_Agents"]
+    assert created.detail.endswith("; permission sets +PermissionSet:Sales_Ops, PermissionSetGroup:Support_Agents")
+
+    world.tenant.remove_member(SALES_GROUP, ann)
+    removed = (await on_demand.provision(ann)).step("action")
+    assert removed.status == "success" and removed.detail.startswith("noop: in sync; permission sets -")
+    assert (await on_demand.provision(ann)).step("action").status == "skipped"
