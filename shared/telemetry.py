@@ -9,9 +9,10 @@ log = logging.getLogger(__name__)
 # mailbox. Graph and Salesforce calls are counted by shared.services.metrics instead.
 URL_RECORDING_INSTRUMENTATIONS = ("httpx", "httpx2", "requests", "urllib", "urllib3")
 
-# Loggers that log every request URL at INFO (httpx: "HTTP Request: POST .../users/<upn>/sendMail");
-# the Functions host forwards INFO from every logger.
-URL_LOGGING_LOGGERS = ("httpx",)
+# Loggers that log every request URL (httpx at INFO: "HTTP Request: POST .../users/<upn>/sendMail";
+# urllib3 at DEBUG: Salesforce's SOQL with Usernames, Aliases and nicknames); the Functions host
+# forwards INFO from every logger, DEBUG when an operator turns it on.
+URL_LOGGING_LOGGERS = ("httpx", "urllib3")
 
 
 def configure_telemetry() -> bool:

@@ -83,7 +83,7 @@ class SalesforceRestOrg:
         found: dict[str, SalesforceUser] = {}
         columns = [("Id", wanted_ids), ("Username", wanted_names)]
         columns += [(name, list(dict.fromkeys(values))) for name, values in (match or {}).items()]
-        for soql in self._user_queries(select, columns):
+        for soql in self._in_queries(select, columns):
             for record in await self._run(lambda client, q=soql: self._query_all(client, q)):
                 user = SalesforceUser(id=record["Id"], fields={k: v for k, v in record.items() if k != "attributes"})
                 found[user.id] = user
@@ -109,6 +109,22 @@ class SalesforceRestOrg:
                            list(ASSIGNABLE_USER_TYPES))
         records = await self._run(lambda client: self._query_all(client, soql))
         return [SalesforceProfile(r["Id"], r["Name"], r["UserType"]) for r in records]
+
+    async def taken_values(self, values: Mapping[str, Iterable[str]]) -> dict[str, set[str]]:
+        columns = [(name, list(dict.fromkeys(wanted))) for name, wanted in values.items()]
+        columns = [(name, wanted) for name, wanted in columns if wanted]
+        taken: dict[str, set[str]] = {name: set() for name, _ in columns}
+        if not columns:
+            return taken
+        select = _select_list([name for name, _ in columns])
+        for soql in self._in_queries(select, columns):
+            for record in await self._run(lambda client, q=soql: self._query_all(client, q)):
+                for name, wanted in columns:
+                    if record.get(name) not in (None, ""):
+                        taken[name].add(str(record[name]))
+        # The query ORs the fields, so a record may carry other values of a field than those asked about.
+        asked = {name: {v.casefold() for v in wanted} for name, wanted in columns}
+        return {name: {v for v in found if v.casefold() in asked[name]} for name, found in taken.items()}
 
     async def create_users(self, records: Sequence[Mapping[str, Any]]) -> list[RecordResult]:
         return await self._write("POST", records)
@@ -172,29 +188,32 @@ class SalesforceRestOrg:
             "DELETE", ids, lambda chunk: {"params": {"ids": ",".join(chunk), "allOrNone": "false"}})
 
     # -- queries
-    def _user_queries(self, select: str, columns: list[tuple[str, list[str]]]) -> Iterator[str]:
-        """SOQL texts that together cover every (column, values) pair, each short enough for one GET.
+    def _in_queries(self, select: str, columns: list[tuple[str, list[str]]]) -> Iterator[str]:
+        """SOQL texts `SELECT … FROM User WHERE A IN (…) OR B IN (…)` that together cover every
+        (column, value) pair, each short enough for one GET.
 
         simple-salesforce sends base_url + 'query/?q=' + quote_plus(soql), and quote_plus works character
         by character, so a query's URL length is the sum of its parts' encoded lengths."""
         # Before the first connect the host is unknown: assume the longest a host name can be.
         base = len(self._client.base_url) if self._client else len("https://" + "x" * 255 + "/services/data/v99.9/")
+        fixed = base + len("query/?q=") + len(quote_plus(f"SELECT {select} FROM User WHERE "))
+        chunk: dict[str, list[str]] = {}
+        length = fixed
         for column, values in columns:
-            fixed = base + len("query/?q=") + len(quote_plus(_in_query(select, column, [])))
-            chunk: list[str] = []
-            length = fixed
             for value in values:
-                added = len(quote_plus(quote_soql_value(value))) + (len(quote_plus(",")) if chunk else 0)
+                quoted = len(quote_plus(quote_soql_value(value)))
+                opening = len(quote_plus(f"{' OR ' if chunk else ''}{column} IN ()"))
+                added = quoted + (len(quote_plus(",")) if column in chunk else opening)
                 if chunk and length + added > MAX_URL_BYTES:
-                    yield _in_query(select, column, chunk)
-                    chunk, length = [], fixed
-                    added = len(quote_plus(quote_soql_value(value)))
+                    yield _in_query(select, chunk)
+                    chunk, length = {}, fixed
+                    added = quoted + len(quote_plus(f"{column} IN ()"))
                 if length + added > MAX_URL_BYTES:
                     raise salesforce_error(None, "URI_TOO_LONG", f"one {column} value alone exceeds the URL limit")
-                chunk.append(value)
+                chunk.setdefault(column, []).append(value)
                 length += added
-            if chunk:
-                yield _in_query(select, column, chunk)
+        if chunk:
+            yield _in_query(select, chunk)
 
     def _assignment_queries(self, assignees: list[str], sets: list[str], groups: list[str]) -> Iterator[str]:
         """Halve the assignee list until each query fits in one GET."""
@@ -302,9 +321,10 @@ def _select_list(fields: Sequence[str]) -> str:
     return ", ".join(names)
 
 
-def _in_query(select: str, column: str, values: list[str]) -> str:
-    # The field list is validated above; only values are interpolated, and only by format_soql.
-    return format_soql(f"SELECT {select} FROM User WHERE {column} IN {{}}", values)
+def _in_query(select: str, columns: Mapping[str, list[str]]) -> str:
+    # Field names are validated above; only values are interpolated, and only by format_soql.
+    where = " OR ".join(f"{column} IN {{}}" for column in columns)
+    return format_soql(f"SELECT {select} FROM User WHERE {where}", *columns.values())
 
 
 def _query_page(page: Any) -> dict[str, Any]:

@@ -471,6 +471,12 @@ class Expression:
     def selects_unique_value(self) -> bool:
         return isinstance(self._root, Call) and self._root.name == "SelectUniqueValue"
 
+    def candidates(self, source: Any) -> tuple[Any, ...]:
+        """SelectUniqueValue's non-empty candidates for one user, in order (empty for other expressions)."""
+        if not self.selects_unique_value:
+            return ()
+        return tuple(v for v in (_evaluate(a, source) for a in self._root.args) if not _empty(v))  # type: ignore[union-attr]
+
     def evaluate(self, source: Any, *, target: str = "", is_unique: IsUnique | None = None) -> Any:
         """Evaluate for one user. `source` is a MappingInput (user attributes and resolved role names).
 
@@ -478,7 +484,7 @@ class Expression:
         accepts; without a callback, the first non-empty one. None of them unique is a PermanentError."""
         if not self.selects_unique_value:
             return _evaluate(self._root, source)
-        candidates = [v for v in (_evaluate(a, source) for a in self._root.args) if not _empty(v)]  # type: ignore[union-attr]
+        candidates = self.candidates(source)
         for value in candidates:
             if is_unique is None or is_unique(target, value):
                 return value

@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Callable, Collection, Literal, Mapping, Sequence
 
 from .errors import PermanentError
+from .expressions import Expression, parse_expression
 from .models import DEFAULT_ACCESS_ROLE_ID, AppRole, EntraUser, SalesforceRole
 from .permission_sets import PermissionSetMapping
 from .scoping import ScopingFilters
@@ -42,6 +43,24 @@ class FieldMapping:
     default: Any = None
     apply: Literal["always", "on-create"] = "always"
     matching_priority: int | None = None
+    # SelectUniqueValue fields: the candidates in order, so the engine can ask the org which are taken
+    # (all of them in one query per batch) before `compute` picks one through MappingInput.is_unique.
+    unique_candidates: Callable[[MappingInput], tuple[Any, ...]] | None = None
+
+
+def expression_field(target: str, expression: Expression, *, default: Any = None,
+                     apply: Literal["always", "on-create"] = "always", matching_priority: int | None = None
+                     ) -> FieldMapping:
+    """A field computed by a connector expression."""
+    return FieldMapping(
+        target,
+        lambda s: expression.evaluate(s, target=target, is_unique=s.is_unique),
+        expression.attributes,
+        default,
+        apply,
+        matching_priority,
+        expression.candidates if expression.selects_unique_value else None,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +97,18 @@ class AttributeMapping:
         names.update(_RESOLVED.get(f.target, f.target) for f in self.fields)
         return tuple(sorted(names))
 
-    def apply(self, source: MappingInput) -> dict[str, Any]:
-        """Compute every mapped field. Empty strings count as missing so defaults apply."""
+    @property
+    def unique_fields(self) -> tuple[FieldMapping, ...]:
+        """The fields whose value SelectUniqueValue picks (create-only by validation)."""
+        return tuple(f for f in self.fields if f.unique_candidates is not None)
+
+    def apply(self, source: MappingInput, *, only: Collection[str] | None = None) -> dict[str, Any]:
+        """Compute every mapped field (or those named in `only`). Empty strings count as missing so
+        defaults apply."""
         out: dict[str, Any] = {}
         for f in self.fields:
+            if only is not None and f.target not in only:
+                continue
             value = f.compute(source)
             if value is None or value == "":
                 value = f.default
@@ -97,9 +124,30 @@ def _attr(name: str) -> Callable[[MappingInput], Any]:
     return lambda s: s.user.get(name)
 
 
-def _mid_upn_8(s: MappingInput) -> str | None:
-    upn = s.user.get("userPrincipalName")
-    return upn[:8] if upn else None
+def _unique_candidates(*candidates: str) -> str:
+    return "SelectUniqueValue(\n    " + ",\n    ".join(candidates) + ")"
+
+
+# Letters and digits of the first initial and the surname, lower case, accents removed: "Seán O'Brien" → sobrien.
+_INITIAL_SURNAME = ('ToLower(Replace(NormalizeDiacritics(Join("", Left([givenName], 1), [surname])), , '
+                    '"[^A-Za-z0-9]", , "", , ))')
+_UPN_LOCAL_PART = 'Word([userPrincipalName], 1, "@")'
+
+# Alias (8 characters): the initial and surname, then the same with a digit 1-9, then the UPN's first
+# 8 characters (the connector's default), then the Entra object id's first 8 (practically unique).
+ALIAS_EXPRESSION = _unique_candidates(
+    f"Left({_INITIAL_SURNAME}, 8)",
+    *(f'Append(Left({_INITIAL_SURNAME}, 7), "{n}")' for n in range(1, 10)),
+    "Mid([userPrincipalName], 1, 8)",
+    "Left([id], 8)",
+)
+# CommunityNickname (40 characters, unique in the org, what Salesforce itself derives when omitted):
+# the UPN's local part, then with the object id's first 8 characters, then with the whole object id.
+COMMUNITY_NICKNAME_EXPRESSION = _unique_candidates(
+    f"Left({_UPN_LOCAL_PART}, 40)",
+    f'Join(".", Left({_UPN_LOCAL_PART}, 31), Left([id], 8))',
+    f'Join(".", Left({_UPN_LOCAL_PART}, 3), [id])',
+)
 
 
 def _locale(s: MappingInput) -> str | None:
@@ -112,13 +160,15 @@ def _single_role(s: MappingInput) -> str | None:
 
 
 def default_salesforce_mapping() -> AttributeMapping:
-    """The connector's default mapping for Salesforce (Graph docs' objectMapping for salesforce.com)."""
+    """The connector's default mapping for Salesforce (Graph docs' objectMapping for salesforce.com),
+    with Alias and CommunityNickname chosen unique in the org by SelectUniqueValue on create."""
     return AttributeMapping(
         fields=(
             # The connector maps [userPrincipalName]; Salesforce wants usernames in lower case.
             FieldMapping("Username", lambda s: (s.user.get("userPrincipalName") or "").lower() or None,
                          ("userPrincipalName",), matching_priority=1),
-            FieldMapping("Alias", _mid_upn_8, ("userPrincipalName",)),
+            expression_field("Alias", parse_expression(ALIAS_EXPRESSION), apply="on-create"),
+            expression_field("CommunityNickname", parse_expression(COMMUNITY_NICKNAME_EXPRESSION), apply="on-create"),
             FieldMapping("Email", _attr("mail"), ("mail",)),
             FieldMapping("FirstName", _attr("givenName"), ("givenName",)),
             FieldMapping("LastName", _attr("surname"), ("surname",), default="."),

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ConfigurationError
-from .expressions import APP_ROLE_ASSIGNMENTS, Expression, ExpressionError, parse_expression
+from .expressions import APP_ROLE_ASSIGNMENTS, ExpressionError, parse_expression
 from .mapping import (
     PROFILE_NAME,
     USER_ROLE_NAME,
@@ -36,6 +36,7 @@ from .mapping import (
     FieldMapping,
     MappingInput,
     default_salesforce_mapping,
+    expression_field,
 )
 from .permission_sets import parse_permission_sets
 from .scoping import ScopingFilter, ScopingFilters, scoping_clause
@@ -146,14 +147,15 @@ def _field(target: str, spec: Any, problem: Callable[[str], None]) -> FieldMappi
         return None
     if kind == "None" and default is None:
         problem("a None mapping without a default sends nothing; give it a default or remove it")
-    compute, sources = _compute(target, kind, spec.get(needed) if needed else None, problem,
-                                matching=priority is not None)
+    if kind == "Expression":
+        return _expression_field(target, spec["expression"], default, apply, priority, problem)
+    compute, sources = _compute(kind, spec.get(needed) if needed else None, problem)
     if compute is None:
         return None
     return FieldMapping(target, compute, sources, default, apply, priority)
 
 
-def _compute(target: str, kind: str, spec: Any, problem: Callable[[str], None], *, matching: bool
+def _compute(kind: str, spec: Any, problem: Callable[[str], None]
              ) -> tuple[Callable[[MappingInput], Any] | None, tuple[str, ...]]:
     if kind == "None":
         return (lambda s: None), ()
@@ -163,26 +165,32 @@ def _compute(target: str, kind: str, spec: Any, problem: Callable[[str], None], 
             return None, ()
         return (lambda s: spec), ()
     if not isinstance(spec, str):
-        problem(f"{'source' if kind == 'Direct' else 'expression'} must be a string")
+        problem("source must be a string")
         return None, ()
-    if kind == "Direct":
-        if not _GRAPH_PROPERTY.fullmatch(spec) or spec == APP_ROLE_ASSIGNMENTS:
-            problem(f"source {spec!r} is not a Graph user property (use an Expression for "
-                    f"SingleAppRoleAssignment([{APP_ROLE_ASSIGNMENTS}]))")
-            return None, ()
-        return (lambda s: s.user.get(spec)), (spec,)
+    if not _GRAPH_PROPERTY.fullmatch(spec) or spec == APP_ROLE_ASSIGNMENTS:
+        problem(f"source {spec!r} is not a Graph user property (use an Expression for "
+                f"SingleAppRoleAssignment([{APP_ROLE_ASSIGNMENTS}]))")
+        return None, ()
+    return (lambda s: s.user.get(spec)), (spec,)
+
+
+def _expression_field(target: str, text: Any, default: Any, apply: Any, priority: Any,
+                      problem: Callable[[str], None]) -> FieldMapping | None:
+    if not isinstance(text, str):
+        problem("expression must be a string")
+        return None
     try:
-        expression = parse_expression(spec)
+        expression = parse_expression(text)
     except ExpressionError as exc:
         problem(f"expression {exc}")
-        return None, ()
-    if matching and expression.selects_unique_value:
-        problem("SelectUniqueValue cannot be used on a matching attribute")
-    return _evaluator(expression, target), expression.attributes
-
-
-def _evaluator(expression: Expression, target: str) -> Callable[[MappingInput], Any]:
-    return lambda s: expression.evaluate(s, target=target, is_unique=s.is_unique)
+        return None
+    if expression.selects_unique_value:
+        # As the connector documents: SelectUniqueValue is for creating entries, never for matching.
+        if priority is not None:
+            problem("SelectUniqueValue cannot be used on a matching attribute")
+        if apply != "on-create":
+            problem('SelectUniqueValue picks a value when the user is created: set apply = "on-create"')
+    return expression_field(target, expression, default=default, apply=apply, matching_priority=priority)
 
 
 def _scoping(table: Any, problems: list[str]) -> ScopingFilters:

@@ -97,8 +97,8 @@ class SalesforceOrg(Protocol):
         match: Mapping[str, Iterable[str]] | None = None,
     ) -> list[SalesforceUser]:
         """Users whose Id is in ids, whose Username is in usernames (case-insensitive), or whose field F
-        has one of match[F]'s values (other matching attributes), with the given fields, in as few SOQL
-        queries as the URL length allows."""
+        has one of match[F]'s values (other matching attributes, SelectUniqueValue candidates), with the
+        given fields, in as few SOQL queries as the URL length allows (`Id IN (…) OR Username IN (…) OR …`)."""
         ...
 
     async def profile_ids(self) -> Mapping[str, str]:
@@ -107,6 +107,12 @@ class SalesforceOrg(Protocol):
 
     async def user_roles(self) -> Sequence[SalesforceRole]:
         """The org's roles (UserRole), queried once and cached."""
+        ...
+
+    async def taken_values(self, values: Mapping[str, Iterable[str]]) -> dict[str, set[str]]:
+        """Of the given values of each User field (e.g. Alias, CommunityNickname), those some user in the
+        org, active or not, already has (compared case-insensitively, as Salesforce does), as stored in
+        Salesforce; one SOQL query for all fields (`WHERE A IN (…) OR B IN (…)`) unless the URL is too long."""
         ...
 
     async def create_users(self, records: Sequence[Mapping[str, Any]]) -> list[RecordResult]:

@@ -30,11 +30,13 @@ from ..core.models import AppRole, EntraUserState, FailureRecord, SalesforceRole
 from ..core.planning import Operation, index_for_matching, match_by_precedence, out_of_scope_reason, plan_user
 from ..core.ports import Directory, ReconcileQueue, SalesforceOrg, StateStore
 from ..core.salesforce_rules import check_user_record, is_parked, normalize_picklists
+from ..core.unique_values import with_picks
 from . import metrics
 from .audit import OperationRecord
 from .batching import Batcher
 from .permission_sets import PermissionSetAssigner, PermissionSetChange, PermissionSetSubject
 from .safety import DeletionGuard
+from .unique_values import TakenValues, UniqueValuePicker, clash_is_transient
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,7 @@ class _Work:
 
     entra_id: str
     state: EntraUserState | None = None
+    source: MappingInput | None = None  # what the mapping read, kept for SelectUniqueValue on create
     desired: dict[str, Any] | None = None
     match_values: tuple[tuple[str, Any], ...] = ()  # (matching field, value) in priority order
     scope_reason: str | None = None
@@ -141,6 +144,7 @@ class Provisioner:
         self._roles_read_at = float("-inf")
         self._batches: Batcher | None = None
         self._permission_sets = PermissionSetAssigner(org, state, config.mapping.permission_sets.targets)
+        self._unique_taken = TakenValues()  # SelectUniqueValue values seen taken, kept across batches
 
     # ---- message handling (settlement policy) -------------------------------------------------
 
@@ -295,7 +299,8 @@ class Provisioner:
                 continue
             try:
                 role_names = resolve_role_names(w.state.app_role_ids, roles, self._config.profile_priority)
-                mapped = mapping.apply(MappingInput(w.state.user, role_names))
+                w.source = MappingInput(w.state.user, role_names)
+                mapped = mapping.apply(w.source)
                 if PROFILE_NAME in mapped:
                     profile_ids = profile_ids if profile_ids is not None else await self._org.profile_ids()
                     name = mapped.pop(PROFILE_NAME)
@@ -323,6 +328,11 @@ class Provisioner:
             for name, value in w.match_values:
                 if value not in (None, ""):
                     wanted[name].add(str(value))
+        # SelectUniqueValue: who holds the values new users would get is asked in the same query.
+        unique = UniqueValuePicker(self._org, mapping, self._unique_taken)
+        guesses = unique.first_guesses([w.source for w in live if w.link is None and w.source is not None])
+        for name, values in guesses.items():
+            wanted[name] |= values
         usernames = wanted.pop("Username", set())
         found: list[SalesforceUser] = []
         if ids or usernames or wanted:
@@ -332,6 +342,7 @@ class Provisioner:
                 for w in live:
                     w.error = exc
                 return
+        unique.learn(guesses, found)
         by_id = {u.id: u for u in found}
         index = index_for_matching(found, mapping.matching_fields)
         create_only = mapping.create_only_fields()
@@ -343,7 +354,16 @@ class Provisioner:
                 continue
             w.operation = plan_user(w.entra_id, w.desired, w.current, w.link, create_only=create_only,
                                     scope_reason=w.scope_reason or "")
-            if w.operation.is_write:  # a record Salesforce would reject costs no call; dry-run shows it too
+        creating = [w for w in live if w.error is None and w.operation and w.operation.action == "create"]
+        picked = await unique.pick([w.source for w in creating])  # type: ignore[misc]
+        for w, picks in zip(creating, picked, strict=True):
+            if isinstance(picks, ProvisioningError):
+                w.error = picks
+            else:
+                w.operation = with_picks(w.operation, picks)  # type: ignore[arg-type]
+        for w in live:
+            if w.error is None and w.operation and w.operation.is_write:
+                # A record Salesforce would reject costs no call; dry-run shows it too.
                 w.error = check_user_record(w.operation.record, creating=w.operation.action == "create")
 
     async def _apply(self, work: list[_Work]) -> None:
@@ -378,7 +398,7 @@ class Provisioner:
                 continue
             for w, result in zip(batch, results, strict=True):
                 if result.error is not None:
-                    w.error = result.error
+                    w.error = clash_is_transient(result.error, self._config.mapping)
                 else:
                     if w.operation.salesforce_id is None:  # type: ignore[union-attr]
                         w.operation = replace(w.operation, salesforce_id=result.salesforce_id)  # created: log its id

@@ -81,7 +81,7 @@ async def test_find_users_treats_a_quote_in_a_username_as_data(adapter: Salesfor
     assert by_id[obrien].fields == {
         "Id": obrien, "Username": "o'brien@contoso.com", "Email": "o'brien@contoso.com", "IsActive": True, "Title": "Engineer"
     }
-    assert org.calls.by_kind["query"] == 2  # one for ids, one for usernames
+    assert org.calls.by_kind["query"] == 1  # ids and usernames in one query (Id IN … OR Username IN …)
     assert_counts_match(adapter, org)
 
 
@@ -115,6 +115,36 @@ async def test_find_users_chunks_long_in_lists_under_the_url_limit(adapter: Sale
 
     assert sorted(u.get("Username") for u in found) == sorted(names[::50])
     assert org.calls.by_kind["query"] == 4  # ~50 KB in the fewest 16 KB URLs, and no 414
+    assert_counts_match(adapter, org)
+
+
+async def test_taken_values_asks_about_every_field_in_one_query(adapter: SalesforceRestOrg, org: EmulatedOrg) -> None:
+    org.create_user(record(org, "ann.smith@contoso.com", Alias="asmith", CommunityNickname="Ann.Smith"))
+    gone = org.create_user(record(org, "o'neil@contoso.com", Alias="o'neil", CommunityNickname="bob"))
+    org.update_user(gone, {"IsActive": False})  # an inactive user still holds its nickname
+    org.calls.reset()
+
+    taken = await adapter.taken_values({"Alias": ["ASMITH", "asmith1", "o'neil", "bob"],
+                                        "CommunityNickname": ["ann.smith", "Bob", "asmith"]})
+
+    # As stored in Salesforce; "bob" is another user's nickname, not an alias, so the Alias "bob" is free.
+    assert taken == {"Alias": {"asmith", "o'neil"}, "CommunityNickname": {"Ann.Smith", "bob"}}
+    assert org.calls.by_kind == {"query": 1}
+    assert await adapter.taken_values({"Alias": []}) == {}
+    assert org.calls.by_kind == {"query": 1}  # nothing to ask, no call
+    assert_counts_match(adapter, org)
+
+
+async def test_taken_values_splits_long_lists_under_the_url_limit(adapter: SalesforceRestOrg, org: EmulatedOrg) -> None:
+    nicknames = [f"{'nick.name.' * 3}{i:04d}" for i in range(1200)]  # ~40 KB of SOQL across two fields
+    for i in range(0, 1200, 100):
+        org.create_user(record(org, f"user{i}@contoso.com", Alias=f"a{i:04d}", CommunityNickname=nicknames[i]))
+    org.calls.reset()
+
+    taken = await adapter.taken_values({"Alias": [f"a{i:04d}" for i in range(0, 1200, 3)], "CommunityNickname": nicknames})
+
+    assert taken == {"Alias": {f"a{i:04d}" for i in range(0, 1200, 300)}, "CommunityNickname": set(nicknames[::100])}
+    assert 3 <= org.calls.by_kind["query"] <= 4  # the fewest 16 KB URLs, and no 414
     assert_counts_match(adapter, org)
 
 

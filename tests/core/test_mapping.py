@@ -26,7 +26,8 @@ def test_connector_defaults_for_a_full_user():
                  "givenName": "Seán", "surname": "O'Brien", "preferredLanguage": "de-DE"})
     assert out == {
         "Username": "o'brien.long@contoso.com",
-        "Alias": "O'Brien.",
+        "Alias": "sobrien",
+        "CommunityNickname": "O'Brien.Long",
         "Email": "obrien@contoso.com",
         "FirstName": "Seán",
         "LastName": "O'Brien",
@@ -44,6 +45,28 @@ def test_defaults_fill_missing_values_and_missing_mail_stays_missing():
     assert out["LocaleSidKey"] == "en_US"
     assert out["ProfileName"] == "Chatter Free User"
     assert "Email" not in out and "FirstName" not in out
+
+
+def test_default_alias_and_nickname_candidates_in_order():
+    m = default_salesforce_mapping()
+    source = MappingInput(EntraUser("0f1e2d3c-aaaa-bbbb-cccc-000000000001", {
+        "id": "0f1e2d3c-aaaa-bbbb-cccc-000000000001", "userPrincipalName": "Zoe.Lindqvist-Ahlberg@contoso.com",
+        "givenName": "Zoë", "surname": "Lindqvist-Åhlberg"}), ())
+    alias, nickname = (f.unique_candidates(source) for f in m.unique_fields)
+    assert [f.target for f in m.unique_fields] == ["Alias", "CommunityNickname"]
+    assert alias == ("zlindqvi", *(f"zlindqv{n}" for n in range(1, 10)), "Zoe.Lind", "0f1e2d3c")
+    assert all(len(a) <= 8 for a in alias)
+    assert nickname == ("Zoe.Lindqvist-Ahlberg", "Zoe.Lindqvist-Ahlberg.0f1e2d3c", "Zoe.0f1e2d3c-aaaa-bbbb-cccc-000000000001")
+    assert all(len(n) <= 40 for n in nickname)
+    assert m.create_only_fields() == {"Alias", "CommunityNickname"}
+
+
+def test_default_alias_without_usable_name_falls_back_to_the_upn_then_the_object_id():
+    m = default_salesforce_mapping()
+    source = MappingInput(EntraUser("e1", {"id": "9a8b7c6d-0000", "userPrincipalName": "svc-backup@contoso.com",
+                                           "givenName": "王", "surname": "小明"}), ())
+    alias = m.unique_fields[0].unique_candidates(source)
+    assert alias == ("svc-back", "9a8b7c6d")  # a script NormalizeDiacritics cannot turn into A-Z gives no name
 
 
 def test_select_and_salesforce_fields_cover_the_mapping():

@@ -35,11 +35,14 @@ def test_default_file_maps_every_demo_tenant_user_exactly_as_the_built_in_defaul
         roles = tuple(sorted(names[r] for r in demo.expected_roles.get(user_id, ()) if names[r] != "msiam_access"))[:1]
         source = MappingInput(EntraUser(user_id, attributes), roles)
         assert from_file.apply(source) == built_in.apply(source), user_id
+        assert [f.unique_candidates(source) for f in from_file.unique_fields] == \
+            [f.unique_candidates(source) for f in built_in.unique_fields], user_id
         compared += 1
     assert compared > 150
     assert from_file.source_attributes == built_in.source_attributes
     assert from_file.salesforce_fields == built_in.salesforce_fields
-    assert from_file.matching_fields == ("Username",) and from_file.create_only_fields() == frozenset()
+    assert from_file.matching_fields == ("Username",)
+    assert from_file.create_only_fields() == built_in.create_only_fields() == {"Alias", "CommunityNickname"}
 
 
 def test_each_mapping_type_apply_mode_default_and_a_custom_field():

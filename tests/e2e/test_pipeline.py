@@ -12,7 +12,9 @@ from functools import partial
 
 from cli.demo import CycleFigures, run_cycle as demo_cycle
 from cli.local_stack import LocalStack, environment, local_stack
+from shared.core.mapping import MappingInput, default_salesforce_mapping
 from shared.core.messages import ReconcileMessage
+from shared.core.models import EntraUser
 
 USERS = 120
 run_cycle = partial(demo_cycle, idle_seconds=0.4)  # loopback queues settle in milliseconds
@@ -28,6 +30,11 @@ async def stack() -> AsyncIterator[LocalStack]:
             yield running
         finally:
             await current_container().aclose()
+
+
+def alias_candidates(user: EntraUser) -> tuple[str, ...]:
+    [alias] = [f for f in default_salesforce_mapping().unique_fields if f.target == "Alias"]
+    return alias.unique_candidates(MappingInput(user, ()))  # type: ignore[misc]
 
 
 def container():
@@ -74,8 +81,11 @@ async def test_first_cycle_provisions_every_in_scope_user_and_reports_failures(s
             sf = stack.org.get_user(link.salesforce_id)
             assert sf["Username"].lower() == user["userPrincipalName"].lower()
             assert sf["IsActive"] is True
-            assert sf["Alias"] == user["userPrincipalName"][:8]
+            assert sf["Alias"] in alias_candidates(EntraUser(user_id, user))
     assert created == first.summary.outcome["created"] > 0
+    for field in ("Alias", "CommunityNickname"):  # SelectUniqueValue: no two Salesforce users share one
+        values = [u[field].casefold() for u in stack.org.users()]
+        assert len(values) == len(set(values)), field
     # every permanent failure reached the dead-letter queue and one digest email
     failures = first.summary.failures
     assert sum(failures.values()) == first.dead_lettered
@@ -161,6 +171,30 @@ async def test_two_concurrent_messages_for_a_new_user_create_one_salesforce_user
     await asyncio.gather(*(provisioner.handle_message(m.to_json(), m.message_id) for m in messages))
     await run_cycle(stack)  # drains the retries the lease scheduled
     assert len(sf_user_for(stack, upn)) == 1
+
+
+async def test_alias_and_nickname_are_unique_in_the_org_and_in_the_batch_at_one_extra_query(stack: LocalStack):
+    org, sp = stack.org, stack.demo.service_principal_id
+    org.create_user({  # made by hand in Salesforce: holds the first alias and one hire's nickname
+        "Username": "kpark.by.hand@contoso.com", "LastName": "Park", "Email": "kpark.by.hand@contoso.com",
+        "Alias": "KPark", "CommunityNickname": "kai.park", "TimeZoneSidKey": "Europe/Berlin", "LocaleSidKey": "de_DE",
+        "EmailEncodingKey": "UTF-8", "LanguageLocaleKey": "de", "ProfileId": org.profile_id("Chatter Free User")})
+    ids = []
+    for given in ("Kai", "Kira", "Ken"):
+        upn = f"{given}.Park@contoso.com"
+        ids.append(stack.tenant.add_user(userPrincipalName=upn, mail=upn, givenName=given, surname="Park",
+                                         accountEnabled=True, displayName=f"{given} Park"))
+        stack.tenant.assign(sp, ids[-1], stack.demo.app_role_ids["Chatter Free User"])
+    queries, writes = org.calls.by_kind.get("query", 0), org.calls.writes
+
+    results = await container().provisioner.reconcile(ids)
+
+    assert [(r.operation.action, r.error) for r in results] == [("create", None)] * 3
+    created = [org.get_user(container().state.get_link(i).salesforce_id) for i in ids]
+    assert [u["Alias"] for u in created] == ["kpark1", "kpark2", "kpark3"]  # KPark is taken, whatever its case
+    assert [u["CommunityNickname"] for u in created] == [f"Kai.Park.{ids[0][:8]}", "Kira.Park", "Ken.Park"]
+    # the candidates rode along in the matching query; the taken ones cost one query for the rest
+    assert org.calls.by_kind["query"] - queries == 2 and org.calls.writes - writes == 1
 
 
 async def test_expired_delta_token_triggers_a_full_resync_without_rewriting_anyone(stack: LocalStack):

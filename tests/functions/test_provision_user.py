@@ -61,7 +61,8 @@ async def test_a_message_for_an_assigned_user_creates_the_mapped_salesforce_user
 
     created = salesforce_user(stack, "ada.lovelace@contoso.com")  # Username: the UPN, lower-cased
     assert created is not None
-    assert created["Alias"] == "Ada.Love"  # the UPN's first 8 characters
+    assert created["Alias"] == "alovelac"  # initial and surname, 8 characters, unique in the org
+    assert created["CommunityNickname"] == "Ada.Lovelace"  # the UPN's local part, unique in the org
     assert created["ProfileId"] == stack.org.profile_id("Sales User")
     assert (created["FirstName"], created["LastName"], created["Email"]) == ("Ada", "Lovelace", upn_of(stack, user_id))
     assert created["LocaleSidKey"] == "en_GB"
