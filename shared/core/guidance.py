@@ -33,8 +33,14 @@ _GUIDANCE: dict[str, Guidance] = {
     ),
     "DUPLICATE_COMM_NICKNAME": Guidance(
         "SalesforceDuplicateNickname",
-        "Another Salesforce user already has this CommunityNickname. Map CommunityNickname to a unique value or "
-        "leave it unmapped so Salesforce generates one.",
+        "Another Salesforce user already has this CommunityNickname. Map it with SelectUniqueValue (the default "
+        "mapping does) so a free one is picked, or leave it unmapped so Salesforce generates one.",
+    ),
+    "NoUniqueValue": Guidance(
+        "SalesforceNoUniqueValue",
+        "Every SelectUniqueValue candidate of the named field (e.g. Alias, CommunityNickname) is already taken "
+        "in Salesforce. Add candidates to the field's expression in the mapping file (more digits, another part "
+        "of the name), or free one of the values in Salesforce.",
     ),
     "STRING_TOO_LONG": Guidance(
         "SalesforceStringTooLong",
