@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from .errors import PermanentError
 
@@ -482,9 +482,14 @@ class Expression:
 
         SelectUniqueValue returns its first non-empty candidate that `is_unique(target, value)`
         accepts; without a callback, the first non-empty one. None of them unique is a PermanentError."""
-        if not self.selects_unique_value:
-            return _evaluate(self._root, source)
-        candidates = self.candidates(source)
+        try:
+            if not self.selects_unique_value:
+                return _evaluate(self._root, source)
+            candidates = self.candidates(source)
+        except PermanentError as exc:
+            if not target or exc.code != "ExpressionValueInvalid":
+                raise
+            raise PermanentError(exc.code, f"{target}: {exc.message}", system=exc.system, fields=(target,)) from None
         for value in candidates:
             if is_unique is None or is_unique(target, value):
                 return value
@@ -513,7 +518,11 @@ def _evaluate(node: Node, source: Any) -> Any:
     if isinstance(node, Attribute):
         if node.name == APP_ROLE_ASSIGNMENTS:
             return tuple(source.role_names)
-        return source.user.get(node.name)
+        value = source.user.get(node.name)
+        if isinstance(value, Mapping):
+            raise PermanentError("ExpressionValueInvalid", f"[{node.name}] is an object ({type(value).__name__}), not "
+                                 f"a value; name one of its properties, e.g. [{node.name}.<property>]", system="mapping")
+        return value
     if isinstance(node, Empty):
         return MISSING
     if isinstance(node, Compare):

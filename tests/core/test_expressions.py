@@ -213,3 +213,11 @@ def test_a_multi_valued_attribute_where_one_value_is_needed_is_a_permanent_error
     with pytest.raises(PermanentError) as err:
         ev("ToLower([otherMails])", otherMails=["a", "b"])
     assert err.value.code == "ExpressionValueInvalid"
+
+
+def test_an_object_valued_attribute_is_an_error_naming_the_attribute_and_the_field():
+    with pytest.raises(PermanentError) as err:
+        ev("ToLower([employeeOrgData])", target="Division", employeeOrgData={"division": "Sales"})
+    assert err.value.code == "ExpressionValueInvalid" and err.value.fields == ("Division",)
+    assert "Division: [employeeOrgData] is an object (dict)" in err.value.message
+    assert "[employeeOrgData.<property>]" in err.value.message
