@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
 
 from .errors import PermanentError
+from .models import PROPERTY_PATH
 
 # The attribute SingleAppRoleAssignment reads: the user's resolved role names, not a Graph property.
 APP_ROLE_ASSIGNMENTS = "appRoleAssignments"
@@ -100,7 +101,6 @@ _TOKEN = re.compile(
       | (?P<punct>[(),])""",
     re.VERBOSE,
 )
-_ATTRIBUTE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +180,7 @@ class _Parser:
         token = self._next()
         if token.kind == "attr":
             name = token.text[1:-1].strip()
-            if not _ATTRIBUTE_NAME.fullmatch(name):
+            if not PROPERTY_PATH.fullmatch(name):
                 raise self._fail(f"invalid attribute name {name!r}", token)
             return Attribute(name, token.pos)
         if token.kind == "string":

@@ -13,7 +13,7 @@ from typing import Any, Callable, Collection, Literal, Mapping, Sequence
 
 from .errors import PermanentError
 from .expressions import Expression, parse_expression
-from .models import DEFAULT_ACCESS_ROLE_ID, AppRole, EntraUser, SalesforceRole
+from .models import DEFAULT_ACCESS_ROLE_ID, AppRole, EntraUser, SalesforceRole, selectable
 from .permission_sets import PermissionSetMapping
 from .scoping import ScopingFilters
 
@@ -85,9 +85,9 @@ class AttributeMapping:
     @property
     def source_attributes(self) -> tuple[str, ...]:
         """The Graph properties to $select: what the mapping reads, plus what scoping needs."""
-        names = {"id", "accountEnabled", "userPrincipalName", *self.scoping.attributes}
+        names = {"id", "accountEnabled", "userPrincipalName", *map(selectable, self.scoping.attributes)}
         for f in self.fields:
-            names.update(f.source_attributes)
+            names.update(map(selectable, f.source_attributes))
         return tuple(sorted(names))
 
     @property

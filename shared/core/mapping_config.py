@@ -16,7 +16,10 @@
     permission_set_groups = ["Support_Agents"]
 
 Direct takes `source` (a Graph user property), Constant `value`, Expression `expression`; None has
-no source, so only its default is sent. Loading checks everything and raises one ConfigurationError
+no source, so only its default is sent. A source, an expression's [attribute] and a scoping clause's
+attribute may be a dotted path into a complex property (employeeOrgData.division,
+onPremisesExtensionAttributes.extensionAttribute1); Graph is asked for the whole property. SelectUniqueValue
+needs apply = "on-create" and no matching_priority. Loading checks everything and raises one ConfigurationError
 listing every problem with the field it belongs to (expressions with line and column).
 config/mapping.default.toml is the connector's Salesforce defaults in this format.
 """
@@ -38,6 +41,7 @@ from .mapping import (
     default_salesforce_mapping,
     expression_field,
 )
+from .models import PROPERTY_PATH
 from .permission_sets import parse_permission_sets
 from .scoping import ScopingFilter, ScopingFilters, scoping_clause
 
@@ -45,7 +49,6 @@ MAPPING_TYPES = ("Direct", "Constant", "Expression", "None")
 _KEYS = {"type", "source", "value", "expression", "default", "apply", "matching_priority"}
 _NEEDS = {"Direct": "source", "Constant": "value", "Expression": "expression"}
 _FIELD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-_GRAPH_PROPERTY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Fields the engine sets itself: IsActive follows scope, ProfileId comes from ProfileName, Id is Salesforce's.
 _ENGINE_FIELDS = {"Id": "Salesforce assigns it", "IsActive": "scope decides it (out of scope deactivates)",
                   "ProfileId": f"map {PROFILE_NAME} instead; the engine resolves it to ProfileId"}
@@ -167,7 +170,7 @@ def _compute(kind: str, spec: Any, problem: Callable[[str], None]
     if not isinstance(spec, str):
         problem("source must be a string")
         return None, ()
-    if not _GRAPH_PROPERTY.fullmatch(spec) or spec == APP_ROLE_ASSIGNMENTS:
+    if not PROPERTY_PATH.fullmatch(spec) or spec == APP_ROLE_ASSIGNMENTS:
         problem(f"source {spec!r} is not a Graph user property (use an Expression for "
                 f"SingleAppRoleAssignment([{APP_ROLE_ASSIGNMENTS}]))")
         return None, ()

@@ -1,6 +1,7 @@
 """Plain domain values shared by every layer. No SDK types, no I/O."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Mapping
@@ -17,7 +18,26 @@ class EntraUser:
     attributes: Mapping[str, Any] = field(default_factory=dict)
 
     def get(self, name: str, default: Any = None) -> Any:
-        return self.attributes.get(name, default)
+        """A property, or a value inside a complex one by its dotted path (employeeOrgData.division)."""
+        if name in self.attributes or "." not in name:
+            return self.attributes.get(name, default)
+        value: Any = self.attributes
+        for part in name.split("."):
+            if not isinstance(value, Mapping) or part not in value:
+                return default
+            value = value[part]
+        return value
+
+
+# A Graph user property, or a dotted path into a complex one: employeeOrgData.costCenter,
+# onPremisesExtensionAttributes.extensionAttribute1. Mappings and scoping filters read these.
+PROPERTY_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def selectable(path: str) -> str:
+    """What Graph's $select takes for a property path: the top-level property (Graph returns a complex
+    property whole; its parts cannot be selected on their own)."""
+    return path.split(".", 1)[0]
 
 
 @dataclass(frozen=True, slots=True)

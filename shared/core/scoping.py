@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .models import EntraUser
+from .models import PROPERTY_PATH, EntraUser
 
 
 def _text(value: Any) -> str:
@@ -79,8 +79,9 @@ class ScopingClause:
 
 def scoping_clause(attribute: Any, operator: Any, value: Any = None) -> ScopingClause:
     """A validated clause; ValueError says what is wrong with it."""
-    if not isinstance(attribute, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", attribute):
-        raise ValueError(f"attribute must be a Graph user property name, got {attribute!r}")
+    if not isinstance(attribute, str) or not PROPERTY_PATH.fullmatch(attribute):
+        raise ValueError(f"attribute must be a Graph user property name or a dotted path into one "
+                         f"(employeeOrgData.division), got {attribute!r}")
     if operator in _NULL_OPERATORS or operator in ("IS TRUE", "IS FALSE"):
         if value is not None:
             raise ValueError(f"{operator} takes no value")
@@ -117,7 +118,7 @@ class ScopingFilters:
 
     @property
     def attributes(self) -> tuple[str, ...]:
-        """The Graph properties the filters read (they must be in $select)."""
+        """The Graph property paths the filters read (their top-level properties must be in $select)."""
         return tuple(sorted({c.attribute for f in self.filters for c in f.clauses}))
 
     def in_scope(self, user: EntraUser) -> bool:

@@ -17,6 +17,8 @@ from shared.adapters.graph import (
     close_graph_client,
 )
 from shared.core.errors import PermanentError, TransientError
+from shared.core.mapping import MappingInput
+from shared.core.mapping_config import parse_mapping
 from shared.core.models import EntraUserState
 
 SELECT = ["displayName", "userPrincipalName", "mail", "accountEnabled", "givenName", "surname",
@@ -212,3 +214,26 @@ async def test_a_refused_membership_check_fails_that_user_only(graph, demo, dire
     failed = [s for s in states.values() if isinstance(s, PermanentError)]
     assert len(failed) == 1 and failed[0].code != ""
     assert sum(isinstance(s, EntraUserState) for s in states.values()) == 1
+
+
+async def test_paths_into_complex_properties_select_the_property_and_read_its_parts(graph, demo, directory):
+    emulator, tenant = demo
+    mapping = parse_mapping(
+        '[fields.Username]\ntype = "Direct"\nsource = "userPrincipalName"\nmatching_priority = 1\n'
+        '[fields.Division]\ntype = "Direct"\nsource = "employeeOrgData.division"\n'
+        '[fields.Department]\ntype = "Expression"\nexpression = "[onPremisesExtensionAttributes.extensionAttribute1]"\n'
+        '[[scoping.filter]]\nclause = [{ attribute = "employeeOrgData.costCenter", operator = "EQUALS", value = "CC-42" }]\n')
+    user_id = emulator.tenant.add_user(
+        userPrincipalName="org.data@contoso.com", displayName="Org Data",
+        employeeOrgData={"division": "EMEA", "costCenter": "CC-42"},
+        onPremisesExtensionAttributes={"extensionAttribute1": "Field Sales", "extensionAttribute2": None})
+
+    states = await directory.user_states([user_id], mapping.source_attributes, tenant.service_principal_id)
+
+    user = states[user_id].user
+    assert user is not None and mapping.scoping.in_scope(user)
+    assert mapping.apply(MappingInput(user, ())) == {
+        "Username": "org.data@contoso.com", "Division": "EMEA", "Department": "Field Sales"}
+    # Graph refuses a path in $select, which is why the mapping selects the whole property
+    refused = await directory.user_states([user_id], ["employeeOrgData.division"], tenant.service_principal_id)
+    assert isinstance(refused[user_id], PermanentError) and refused[user_id].code == "Request_BadRequest"
