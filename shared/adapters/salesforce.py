@@ -24,6 +24,8 @@ from shared.core.errors import ProvisioningError, SessionExpired, salesforce_err
 from shared.core.models import PermissionSetAssignment, SalesforceProfile, SalesforceRole, SalesforceUser
 from shared.core.permission_sets import PermissionTarget
 from shared.core.profile_roles import ASSIGNABLE_USER_TYPES
+
+from .cached_read import MIN_REFRESH_AGE_SECONDS, CachedRead
 from shared.core.ports import RecordResult
 
 log = logging.getLogger(__name__)
@@ -53,18 +55,19 @@ class SalesforceCallCounts:
 
 class SalesforceRestOrg:
     """Implements shared.core.ports.SalesforceOrg. `connect` builds an authenticated client (see
-    salesforce_client); it is called lazily on first use and again once when a session expires."""
+    salesforce_client); it is called lazily on first use and again once when a session expires.
+    Profiles and roles are cached; a refresh asked for within `min_refresh_seconds` of the last read
+    is answered from the cache."""
 
-    def __init__(self, connect: Callable[[], Salesforce], *, timeout: float = 30.0) -> None:
+    def __init__(self, connect: Callable[[], Salesforce], *, timeout: float = 30.0,
+                 min_refresh_seconds: float = MIN_REFRESH_AGE_SECONDS) -> None:
         self._connect = connect
         self._timeout = timeout
         self._client: Salesforce | None = None
-        self._profiles: dict[str, str] | None = None
-        self._profiles_lock = asyncio.Lock()
+        self._profiles = CachedRead(self._read_profile_ids, min_age_seconds=min_refresh_seconds)
         self._targets: dict[PermissionTarget, str | None] = {}  # None: not in the org
         self._targets_read_at = float("-inf")
-        self._roles: list[SalesforceRole] | None = None
-        self._roles_lock = asyncio.Lock()
+        self._roles = CachedRead(self._read_user_roles, min_age_seconds=min_refresh_seconds)
         self._lock = threading.Lock()  # guards the client and the counters across worker threads
         self.calls = SalesforceCallCounts()
 
@@ -89,26 +92,28 @@ class SalesforceRestOrg:
                 found[user.id] = user
         return list(found.values())
 
-    async def profile_ids(self) -> Mapping[str, str]:
-        async with self._profiles_lock:
-            if self._profiles is None:
-                records = await self._run(lambda client: self._query_all(client, "SELECT Id, Name FROM Profile"))
-                self._profiles = {r["Name"]: r["Id"] for r in records if isinstance(r.get("Name"), str)}
-        return dict(self._profiles)
+    async def profile_ids(self, *, refresh: bool = False) -> Mapping[str, str]:
+        return dict(await self._profiles.get(refresh=refresh))
 
-    async def user_roles(self) -> list[SalesforceRole]:
-        async with self._roles_lock:
-            if self._roles is None:
-                records = await self._run(lambda client: self._query_all(client, "SELECT Id, Name, DeveloperName FROM UserRole"))
-                self._roles = [SalesforceRole(r["Id"], r["Name"], r["DeveloperName"]) for r in records]
-        return list(self._roles)
+    async def user_roles(self, *, refresh: bool = False) -> list[SalesforceRole]:
+        return list(await self._roles.get(refresh=refresh))
+
+    async def _read_profile_ids(self) -> dict[str, str]:
+        records = await self._run(lambda client: self._query_all(client, "SELECT Id, Name FROM Profile"))
+        return {r["Name"]: r["Id"] for r in records if isinstance(r.get("Name"), str)}
+
+    async def _read_user_roles(self) -> list[SalesforceRole]:
+        records = await self._run(lambda client: self._query_all(client, "SELECT Id, Name, DeveloperName FROM UserRole"))
+        return [SalesforceRole(r["Id"], r["Name"], r["DeveloperName"]) for r in records
+                if all(isinstance(r.get(k), str) for k in ("Id", "Name", "DeveloperName"))]
 
     async def assignable_profiles(self) -> list[SalesforceProfile]:
         """Profiles whose licence category fits a user created without a Contact (ProfileCatalog port)."""
         soql = format_soql("SELECT Id, Name, UserType FROM Profile WHERE UserType IN {} ORDER BY Name",
                            list(ASSIGNABLE_USER_TYPES))
         records = await self._run(lambda client: self._query_all(client, soql))
-        return [SalesforceProfile(r["Id"], r["Name"], r["UserType"]) for r in records]
+        return [SalesforceProfile(r["Id"], r["Name"], r["UserType"]) for r in records
+                if all(isinstance(r.get(k), str) for k in ("Id", "Name", "UserType"))]
 
     async def taken_values(self, values: Mapping[str, Iterable[str]]) -> dict[str, set[str]]:
         columns = [(name, list(dict.fromkeys(wanted))) for name, wanted in values.items()]

@@ -101,12 +101,13 @@ class SalesforceOrg(Protocol):
         given fields, in as few SOQL queries as the URL length allows (`Id IN (…) OR Username IN (…) OR …`)."""
         ...
 
-    async def profile_ids(self) -> Mapping[str, str]:
-        """Profile Name → Id, queried once and cached."""
+    async def profile_ids(self, *, refresh: bool = False) -> Mapping[str, str]:
+        """Profile Name → Id, queried once and cached; refresh reads again (at most once a minute), for a
+        name the cache does not know."""
         ...
 
-    async def user_roles(self) -> Sequence[SalesforceRole]:
-        """The org's roles (UserRole), queried once and cached."""
+    async def user_roles(self, *, refresh: bool = False) -> Sequence[SalesforceRole]:
+        """The org's roles (UserRole), queried once and cached; refresh as for profile_ids."""
         ...
 
     async def taken_values(self, values: Mapping[str, Iterable[str]]) -> dict[str, set[str]]:

@@ -23,10 +23,9 @@ from ..core.mapping import (
     MappingInput,
     fields_hash,
     resolve_role_names,
-    user_role_id,
 )
 from ..core.messages import ReconcileMessage
-from ..core.models import AppRole, EntraUserState, FailureRecord, SalesforceRole, SalesforceUser, UserLink
+from ..core.models import AppRole, EntraUserState, FailureRecord, SalesforceUser, UserLink
 from ..core.planning import Operation, index_for_matching, match_by_precedence, out_of_scope_reason, plan_user
 from ..core.ports import Directory, ReconcileQueue, SalesforceOrg, StateStore
 from ..core.salesforce_rules import check_user_record, is_parked, normalize_picklists
@@ -36,6 +35,7 @@ from .audit import OperationRecord
 from .batching import Batcher
 from .permission_sets import PermissionSetAssigner, PermissionSetChange, PermissionSetSubject
 from .safety import DeletionGuard
+from .salesforce_references import SalesforceReferences
 from .unique_values import TakenValues, UniqueValuePicker, clash_is_transient
 
 log = logging.getLogger(__name__)
@@ -284,8 +284,7 @@ class Provisioner:
         mapping = self._config.mapping
         defaults = {f.target: f.default for f in mapping.fields if f.default is not None}
         roles = await self._app_roles() if work else {}
-        profile_ids: Mapping[str, str] | None = None
-        user_roles: Sequence[SalesforceRole] | None = None
+        references = SalesforceReferences(self._org)
         for w in work:
             if w.error is not None or w.state is None:
                 continue
@@ -302,14 +301,9 @@ class Provisioner:
                 w.source = MappingInput(w.state.user, role_names)
                 mapped = mapping.apply(w.source)
                 if PROFILE_NAME in mapped:
-                    profile_ids = profile_ids if profile_ids is not None else await self._org.profile_ids()
-                    name = mapped.pop(PROFILE_NAME)
-                    if name not in profile_ids:
-                        raise PermanentError("ProfileNotFound", f"no Salesforce profile named {name!r}", system="mapping")
-                    mapped["ProfileId"] = profile_ids[name]
+                    mapped["ProfileId"] = await references.profile_id(mapped.pop(PROFILE_NAME))
                 if USER_ROLE_NAME in mapped:
-                    user_roles = user_roles if user_roles is not None else await self._org.user_roles()
-                    mapped["UserRoleId"] = user_role_id(mapped.pop(USER_ROLE_NAME), user_roles)
+                    mapped["UserRoleId"] = await references.user_role_id(mapped.pop(USER_ROLE_NAME))
             except ProvisioningError as exc:
                 w.error = exc
                 continue

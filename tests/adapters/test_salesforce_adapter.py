@@ -304,3 +304,21 @@ async def test_user_roles_are_queried_once_and_a_bad_role_id_is_refused(adapter:
                                             record(org, "role.bad@contoso.com", UserRoleId="00E000000000009AAA")])
     assert good.error is None and org.get_user(good.salesforce_id)["UserRoleId"] == sales
     assert bad.error is not None and bad.error.code == "INVALID_CROSS_REFERENCE_KEY"
+
+
+async def test_a_refresh_reads_profiles_and_roles_again_but_not_within_the_minimum_age(
+    emulator: EmulatorHandle, org: EmulatedOrg, adapter: SalesforceRestOrg
+) -> None:
+    assert "Field Sales" not in await adapter.profile_ids()
+    org.add_profile("Field Sales")
+    assert "Field Sales" not in await adapter.profile_ids(refresh=True)  # read a moment ago: the cache answers
+    assert org.calls.by_kind["query"] == 1
+
+    eager = SalesforceRestOrg(partial(dev_token_client, emulator.instance_url, emulator.token, emulator.ca_path),
+                              min_refresh_seconds=0)
+    assert await eager.user_roles() == []
+    assert "Field Sales" in await eager.profile_ids()
+    org.add_user_role("Field Sales Team")
+    assert await eager.user_roles() == []  # no refresh asked: cached
+    assert [r.name for r in await eager.user_roles(refresh=True)] == ["Field Sales Team"]
+    assert org.calls.by_kind["query"] == 4
