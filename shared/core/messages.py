@@ -74,8 +74,11 @@ class ReconcileMessage:
             raise InvalidMessage(f"message body is not JSON ({exc.__class__.__name__})") from None
         if not isinstance(data, dict):
             raise InvalidMessage("message body must be a JSON object")
-        if data.get("schemaVersion") != SCHEMA_VERSION:
-            raise InvalidMessage(f"unsupported schemaVersion {data.get('schemaVersion')!r}; expected {SCHEMA_VERSION}")
+        version = data.get("schemaVersion")
+        if version != SCHEMA_VERSION:
+            # The reason goes to the state store and the failure email: echo a number, never a sender's text.
+            shown = repr(version) if version is None or type(version) is int else f"of type {type(version).__name__}"
+            raise InvalidMessage(f"unsupported schemaVersion {shown}; expected {SCHEMA_VERSION}")
         entra_id = data.get("entraId")
         if not is_object_id(entra_id):
             raise InvalidMessage("entraId is missing or not an Entra object id (GUID)")

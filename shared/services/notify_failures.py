@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Sequence
 
 from ..core.guidance import guidance_for
+from ..core.messages import is_object_id
 from ..core.models import FailureRecord
 from ..core.ports import Mailer, StateStore
 from ..core.untrusted_json import parse_untrusted_json
@@ -68,7 +69,8 @@ def _entra_id_of(body: bytes) -> str:
         value = parse_untrusted_json(body).get("entraId", "")
     except (ValueError, AttributeError):
         return ""
-    return value if isinstance(value, str) else ""
+    # Only an object id: the body may come from any sender, and this goes into the email.
+    return value.lower() if is_object_id(value) else ""
 
 
 def compose_digest(failures: Sequence[FailureRecord]) -> tuple[str, str]:
