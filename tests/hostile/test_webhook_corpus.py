@@ -83,10 +83,13 @@ async def test_webhook_case(case: dict[str, Any], stack, client, queue, caplog) 
     with caplog.at_level(logging.INFO):
         async with client.post(url, data=body_bytes(case.get("body")), headers=headers) as response:
             status, content_type, body = response.status, response.content_type, await response.read()
+            response_headers = response.headers
 
     assert status == expect["status"], body[:300]
     if "content_type" in expect:
         assert content_type == expect["content_type"]
+    for name, value in expect.get("headers", {}).items():
+        assert response_headers.get(name) == value
     if "body" in expect:
         assert body == expect["body"].encode()
     for fragment in expect.get("body_contains", []):
