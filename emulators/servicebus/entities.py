@@ -253,6 +253,8 @@ class Namespace:
     def __init__(self, queues: list[QueueConfig]) -> None:
         self.lock = threading.RLock()
         self.queues: dict[str, Entity] = {}
+        self.send_delay_seconds = 0.0  # fault knobs for message transfers, see ServiceBusEmulator
+        self.sends_to_refuse = 0
         for config in queues:
             key = config.name.lower()
             if key in self.queues:

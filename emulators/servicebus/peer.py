@@ -21,6 +21,7 @@ MANAGEMENT_SUFFIX = "/$management"
 MAX_MESSAGE_BYTES = 256 * 1024  # the Standard tier's limit; the SDK sizes its batches from it
 LINK_CREDIT = 500
 LOCK_LOST_CONDITION = "com.microsoft:message-lock-lost"
+SERVER_BUSY_CONDITION = "com.microsoft:server-busy"
 
 
 def _is_request_node(address: str | None) -> bool:
@@ -151,7 +152,7 @@ class ServiceBusPeer(Handler):
                 self._pump(link)
                 if link.drain_mode:
                     link.drained()
-                self._arm_timer()
+                self.arm_timer()
             elif link in self._pending_replies:
                 self._flush_replies(link)
 
@@ -162,7 +163,7 @@ class ServiceBusPeer(Handler):
                 self._on_transfer(delivery)
             elif delivery.updated:
                 self._on_outcome(delivery)
-            self._arm_timer()
+            self.arm_timer()
 
     def _on_transfer(self, delivery: Delivery) -> None:
         link = delivery.link
@@ -190,6 +191,17 @@ class ServiceBusPeer(Handler):
             self._reject(delivery, "amqp:link:message-size-exceeded",
                          f"The message is {transfer.size} bytes; the limit is {MAX_MESSAGE_BYTES}.")
             return
+        if self.namespace.sends_to_refuse > 0:
+            self.namespace.sends_to_refuse -= 1
+            self._reject(delivery, SERVER_BUSY_CONDITION, "The request was terminated because the entity is being "
+                         "throttled (the stand-in refusing sends on request).")
+            return
+        if self.namespace.send_delay_seconds > 0 and self.container is not None:
+            self.container.schedule(self.namespace.send_delay_seconds, _DelayedTransfer(self, delivery, entity, transfer))
+            return
+        self.accept_transfer(delivery, entity, transfer)
+
+    def accept_transfer(self, delivery: Delivery, entity: Entity, transfer: amqp_messages.Transfer) -> None:
         now = self.clock()
         entity.transfers_received += 1
         for message in transfer.messages:
@@ -302,9 +314,9 @@ class ServiceBusPeer(Handler):
             self._timer_at = None
             for entity in self.namespace.advance(self.clock()):
                 self._pump_entity(entity)
-            self._arm_timer()
+            self.arm_timer()
 
-    def _arm_timer(self) -> None:
+    def arm_timer(self) -> None:
         """Wake up at the next lock expiry or scheduled enqueue time (one pending timer at a time)."""
         deadline = self.namespace.next_deadline()
         if deadline is None or self.container is None:
@@ -313,3 +325,16 @@ class ServiceBusPeer(Handler):
             return
         self._timer_at = deadline
         self.container.schedule(max(0.0, deadline - self.clock()) + 0.005, self)
+
+
+class _DelayedTransfer(Handler):
+    """A transfer the slow-sends knob holds back: stored and accepted when its timer fires."""
+
+    def __init__(self, peer: ServiceBusPeer, delivery: Delivery, entity: Entity, transfer: amqp_messages.Transfer) -> None:
+        super().__init__()
+        self._peer, self._delivery, self._entity, self._transfer = peer, delivery, entity, transfer
+
+    def on_timer_task(self, event) -> None:
+        with self._peer.namespace.lock:
+            self._peer.accept_transfer(self._delivery, self._entity, self._transfer)
+            self._peer.arm_timer()

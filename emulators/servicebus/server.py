@@ -158,6 +158,18 @@ class ServiceBusEmulator:
         with self.namespace.lock:
             return self._entity(queue).duplicates_dropped
 
+    def slow_sends(self, seconds: float) -> None:
+        """Store and accept each message transfer `seconds` after it arrives, as a namespace under load
+        answers late (0: at once again). Senders go on sending meanwhile."""
+        with self.namespace.lock:
+            self.namespace.send_delay_seconds = max(0.0, seconds)
+
+    def refuse_sends(self, count: int) -> None:
+        """Reject the next `count` message transfers with com.microsoft:server-busy, as a throttled
+        namespace does (the SDK raises ServiceBusServerBusyError after its own retries)."""
+        with self.namespace.lock:
+            self.namespace.sends_to_refuse = max(0, count)
+
     def transfers_received(self, queue: str) -> int:
         """AMQP transfers sent to the queue; a ServiceBusMessageBatch counts once."""
         with self.namespace.lock:

@@ -152,6 +152,17 @@ async def test_missing_queue_is_a_permanent_error():
     assert raised.value.code == "MessagingEntityNotFoundError"
 
 
+async def test_a_throttled_namespace_is_a_transient_error_and_the_next_send_goes_through():
+    with run_servicebus_emulator([QUEUE]) as bus:
+        async with ServiceBusReconcileQueue(QUEUE, connection_string=bus.connection_string, retry_total=0) as queue:
+            bus.refuse_sends(1)
+            with pytest.raises(TransientError) as raised:
+                await queue.send(reconcile_messages(1))
+            await queue.send(reconcile_messages(1))
+        assert bus.active_count(QUEUE) == 1
+    assert raised.value.code == "ServiceBusServerBusyError"
+
+
 async def test_unreachable_namespace_is_a_transient_error():
     with run_servicebus_emulator([QUEUE]) as bus:
         connection_string = bus.connection_string

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pytest
 from azure.servicebus import (
@@ -11,7 +12,12 @@ from azure.servicebus import (
     ServiceBusSubQueue,
 )
 from azure.servicebus.aio import ServiceBusClient as AsyncServiceBusClient
-from azure.servicebus.exceptions import MessageLockLostError, MessageSizeExceededError, ServiceBusError
+from azure.servicebus.exceptions import (
+    MessageLockLostError,
+    MessageSizeExceededError,
+    ServiceBusError,
+    ServiceBusServerBusyError,
+)
 
 from emulators.servicebus import QueueConfig, run_servicebus_emulator
 
@@ -159,6 +165,29 @@ def test_scheduled_messages_are_delivered_when_due_not_before():
             assert dt.datetime.now(dt.timezone.utc) >= due - dt.timedelta(milliseconds=1)
         assert order == ["now", "later-1", "later-2"]
         assert bus.scheduled_count("reconcile") == 0
+
+
+def test_slow_sends_store_and_accept_each_transfer_that_much_later():
+    with run_servicebus_emulator(["reconcile"]) as bus, client(bus) as sb:
+        with sb.get_queue_sender("reconcile", keep_alive=0) as sender:
+            sender.send_messages(ServiceBusMessage("open the link", message_id="s-0"))
+            bus.slow_sends(0.5)
+            started = time.monotonic()
+            sender.send_messages(ServiceBusMessage("late", message_id="s-1"))
+            assert time.monotonic() - started >= 0.5  # the send returns when the broker accepts, not before
+            bus.slow_sends(0)
+            sender.send_messages(ServiceBusMessage("on time", message_id="s-2"))
+        assert [m.message_id for m in bus.messages_seen("reconcile")] == ["s-0", "s-1", "s-2"]
+
+
+def test_refused_sends_fail_as_a_throttled_namespace_and_store_nothing():
+    with run_servicebus_emulator(["reconcile"]) as bus, client(bus) as sb:
+        bus.refuse_sends(1)
+        with sb.get_queue_sender("reconcile", keep_alive=0) as sender:
+            with pytest.raises(ServiceBusServerBusyError):
+                sender.send_messages(ServiceBusMessage("refused", message_id="r-1"))
+            sender.send_messages(ServiceBusMessage("taken", message_id="r-2"))
+        assert [m.message_id for m in bus.messages_seen("reconcile")] == ["r-2"]
 
 
 def test_cancelled_scheduled_message_is_never_delivered():

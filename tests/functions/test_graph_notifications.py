@@ -2,6 +2,7 @@
 the messages it puts on the real queue."""
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any
@@ -10,6 +11,8 @@ import azure.functions as func
 import pytest
 
 from cli.local_stack import QUEUE
+from shared.adapters.service_bus import ServiceBusReconcileQueue
+from shared.services.change_notifications import ENQUEUE_DEADLINE_SECONDS, ChangeNotificationReceiver, EnqueueFailed
 from .service_bus_io import queued_bodies
 
 URL = "https://provisioning.example/api/graph/notifications"
@@ -140,3 +143,41 @@ async def test_several_notifications_for_one_user_in_one_post_enqueue_one_messag
         notification(user.upper(), client_state), notification(other, client_state)))
     assert response.status_code == 202
     assert sorted(b["entraId"] for b in await enqueued()) == sorted([user, other])
+
+
+async def _until_queued(stack, user_id: str, since: int) -> None:
+    """Wait (bounded) until the queue holds a message for the user; a bound, not a timing."""
+    for _ in range(500):
+        if any(b["entraId"] == user_id for b in queued_bodies(stack, since)):
+            return
+        await asyncio.sleep(0.02)
+
+
+async def test_a_queue_slower_than_graph_waits_answers_503_and_the_late_send_still_lands(webhook, stack, users, client_state, enqueued):
+    # Graph gives up after 3 s and delivers again after a 5xx; the send already under way is not cut off.
+    user = users[6]
+    since = len(stack.servicebus.messages_seen(QUEUE))
+    stack.servicebus.slow_sends(ENQUEUE_DEADLINE_SECONDS + 1)
+    try:
+        response = await webhook(post_items(notification(user, client_state)))
+    finally:
+        stack.servicebus.slow_sends(0)
+    assert response.status_code == 503
+    await _until_queued(stack, user, since)
+    assert [b["entraId"] for b in await enqueued()] == [user]
+
+
+async def test_a_send_that_fails_is_reported_not_swallowed_and_nothing_is_queued(stack, users, client_state, enqueued):
+    # The receiver as the webhook uses it, on a queue adapter without SDK retries: the failure surfaces
+    # as EnqueueFailed (the webhook answers 503 so Graph delivers again), and the re-delivery gets through.
+    since = len(stack.servicebus.messages_seen(QUEUE))
+    body = json.dumps({"value": [notification(users[7], client_state)]}).encode()
+    async with ServiceBusReconcileQueue(QUEUE, connection_string=stack.env["ServiceBusConnection"], retry_total=0) as queue:
+        receiver = ChangeNotificationReceiver(queue, client_state)
+        stack.servicebus.refuse_sends(1)
+        with pytest.raises(EnqueueFailed, match="ServiceBusServerBusyError"):
+            await receiver.accept(body)
+        assert queued_bodies(stack, since) == []
+        result = await receiver.accept(body)
+    assert result.enqueued == 1
+    assert [b["entraId"] for b in await enqueued()] == [users[7]]
