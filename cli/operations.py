@@ -7,7 +7,8 @@ from typing import Sequence
 
 from datetime import datetime, timezone
 
-from shared.bootstrap import Container
+from shared.bootstrap import APP_ROOT, Container
+from shared.core.mapping_config import configured_mapping
 from shared.core.errors import PermanentError
 from shared.core.messages import ReconcileMessage, is_object_id
 from shared.core.models import UserLink
@@ -37,6 +38,16 @@ async def check(container: Container) -> list[CheckResult]:
         results.append(CheckResult("Salesforce: query profiles", True, f"{len(profiles)} profiles"))
     except Exception as exc:
         results.append(CheckResult("Salesforce: query profiles", False, f"{type(exc).__name__}: {exc}"))
+    targets = configured_mapping(container.settings.MAPPING_FILE, APP_ROOT).permission_sets.targets
+    if targets:
+        step = "Salesforce: the mapping's permission sets exist"
+        try:
+            found = await container.org.permission_target_ids(targets)
+            missing = sorted(t.key for t in targets if t not in found)
+            results.append(CheckResult(step, not missing, f"{len(found)} of {len(targets)} found"
+                                       + (f"; missing: {', '.join(missing)}" if missing else "")))
+        except Exception as exc:
+            results.append(CheckResult(step, False, f"{type(exc).__name__}: {exc}"))
     return results
 
 

@@ -299,3 +299,18 @@ async def test_provision_on_demand_reports_the_permission_set_changes(world: Wor
     removed = (await on_demand.provision(ann)).step("action")
     assert removed.status == "success" and removed.detail.startswith("noop: in sync; permission sets -")
     assert (await on_demand.provision(ann)).step("action").status == "skipped"
+
+
+async def test_check_names_mapped_permission_sets_salesforce_lacks(world: World, tmp_path):
+    from types import SimpleNamespace
+
+    from cli.operations import check
+
+    path = tmp_path / "mapping.toml"
+    path.write_text(MAPPING, encoding="utf-8")
+    container = SimpleNamespace(settings=SimpleNamespace(MAPPING_FILE=str(path), SALESFORCE_SERVICE_PRINCIPAL_ID=world.sp),
+                                directory=world.provisioner._directory, org=world.provisioner._org)
+
+    *_, step = await check(container)
+
+    assert not step.ok and step.detail == "3 of 4 found; missing: PermissionSet:Not_In_The_Org"
