@@ -100,31 +100,39 @@ async def drain_queue(stack: LocalStack, on_invocation: Callable[[Invocation], N
 
 async def run_demo(users: int, seed: int, printer: "DemoPrinter") -> tuple[CycleFigures, CycleFigures]:
     with local_stack(users=users, seed=seed) as stack, environment(stack.env):
-        printer.tenant(stack)
         from shared.bootstrap import current_container
 
         try:
-            first = await printer.with_progress("first sync", lambda cb: run_cycle(stack, cb))
-            printer.cycle("First sync (initial cycle)", first)
-            second = await printer.with_progress("second sync", lambda cb: run_cycle(stack, cb))
-            printer.cycle("Second sync (nothing changed in Entra)", second)
-            changes = apply_demo_changes(stack.tenant, stack.demo)
-            printer.console.print(f"[bold]A day of changes in Entra:[/] {changes.describe()}")
-            third = await printer.with_progress("incremental sync", lambda cb: run_cycle(stack, cb))
-            printer.cycle("Incremental sync (after the day's changes)", third)
-            printer.emails(stack)
+            first, second, _ = await demo_cycles(stack, printer)
         finally:
             await current_container().aclose()
     return first, second
 
 
+async def demo_cycles(stack: LocalStack, printer: "DemoPrinter",
+                      idle_seconds: float = IDLE_SECONDS) -> tuple[CycleFigures, CycleFigures, CycleFigures]:
+    """The demo's three cycles on a running stack whose settings are in the environment: the initial
+    sync, an unchanged one, and one after a day of changes in Entra."""
+    printer.tenant(stack)
+    first = await printer.with_progress("first sync", lambda cb: run_cycle(stack, cb, idle_seconds))
+    printer.cycle("First sync (initial cycle)", first)
+    second = await printer.with_progress("second sync", lambda cb: run_cycle(stack, cb, idle_seconds))
+    printer.cycle("Second sync (nothing changed in Entra)", second)
+    changes = apply_demo_changes(stack.tenant, stack.demo)
+    printer.console.print(f"[bold]A day of changes in Entra:[/] {changes.describe()}")
+    third = await printer.with_progress("incremental sync", lambda cb: run_cycle(stack, cb, idle_seconds))
+    printer.cycle("Incremental sync (after the day's changes)", third)
+    printer.emails(stack)
+    return first, second, third
+
+
 class DemoPrinter:
     """Terminal output with rich: a progress bar while messages drain, tables for the summaries."""
 
-    def __init__(self) -> None:
+    def __init__(self, console: Any = None) -> None:
         from rich.console import Console
 
-        self.console = Console()
+        self.console = console or Console()
 
     def tenant(self, stack: LocalStack) -> None:
         self.console.print(f"[bold]Seeded Entra tenant:[/] {stack.demo.describe()}")

@@ -16,6 +16,7 @@ from azure.core.credentials import AccessToken
 from azure.core.credentials_async import AsyncTokenCredential
 from kiota_authentication_azure.azure_identity_authentication_provider import AzureIdentityAuthenticationProvider
 from kiota_http.kiota_client_factory import KiotaClientFactory
+from kiota_http.observability_options import ObservabilityOptions
 from kiota_http.middleware import RetryHandler
 from kiota_http.middleware.options import RetryHandlerOption, UrlReplaceHandlerOption
 from msgraph import GraphRequestAdapter, GraphServiceClient
@@ -100,8 +101,8 @@ def build_graph_client(
     middleware = [
         _GraphRetryHandler(retry) if isinstance(handler, RetryHandler) else handler
         for handler in KiotaClientFactory.get_default_middleware(
-            {UrlReplaceHandlerOption.get_key(): UrlReplaceHandlerOption(
-                enabled=True, replacement_pairs={"/users/me-token-to-replace": "/me"})}
+            # Its /me rewrite means nothing to an app-only client, and its span records the full URL.
+            {UrlReplaceHandlerOption.get_key(): UrlReplaceHandlerOption(enabled=False)}
         )
     ]
     middleware.append(GraphTelemetryHandler(GraphTelemetryHandlerOption(api_version=APIVersion.v1,
@@ -113,6 +114,9 @@ def build_graph_client(
         credential, scopes=[f"{parts.scheme}://{host}/.default"], allowed_hosts=[parts.hostname]
     )
     adapter = GraphRequestAdapter(auth, http_client)
+    # kiota's spans record full request URLs unless told not to, and those name people
+    # (/users/{upn}/sendMail); the distro exports spans to Application Insights.
+    adapter.observability_options = ObservabilityOptions(include_euii_attributes=False)
     adapter.base_url = f"{parts.scheme}://{parts.netloc}{parts.path}"
     return GraphServiceClient(request_adapter=adapter)
 

@@ -1,185 +1,116 @@
-"""No personal data and no secret in telemetry: a full pipeline cycle on the local stack (timer → queue →
-provision → dead-letter → email) and a provision-on-demand call, with every log record of every
-logger and every metric data point captured, then searched for the tenant's UPNs, emails, given names
-and surnames and for the stack's secrets.
+"""No personal data and no secret in logs or telemetry: the demo's cycles, provision on demand and the
+change-notification webhook run in a process of their own (tests/e2e/pii_canary.py) with canary
+secrets configured (Salesforce password, security token, JWT private key, consumer secret, access
+token, Graph client secret and token, webhook clientState, Service Bus key) and canary people in the
+tenant (names, display names, UPNs, mails, phone numbers, job titles, all mapped to Salesforce), and
+Application Insights configured as deployed (shared.telemetry), its ingestion endpoint a loopback sink.
 
-What is checked is what can reach Application Insights: every record of this app's own loggers, at any
-level, and records of every other logger at Information and above (host.json's default log level,
-which is what the Functions host forwards from the worker). Metrics are read with an in-memory
-OpenTelemetry reader on the global MeterProvider, the one the Azure Monitor distro would export from."""
+Searched: every log record of every logger at DEBUG (a superset of what the deployed level, app
+loggers at any level and others from Information, forwards), every span with its attributes and
+events, every OpenTelemetry log record, every metric data point, and every batch the exporters sent.
+Canaries are searched as substrings (they are distinctive); the rest of the tenant's UPNs, mails and
+names as whole words."""
 from __future__ import annotations
 
-import logging
+import json
 import re
-import traceback
-from typing import Any, AsyncIterator, Iterator
-from urllib.parse import quote, quote_plus
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
-import azure.functions as func
 import pytest
-import pytest_asyncio
-from opentelemetry import metrics
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from cli.demo import run_cycle
-from cli.local_stack import LocalStack, environment, local_stack
+from tests.e2e.pii_canary import CANARY_PEOPLE
 
-USERS = 60
-APP_LOGGERS = ("shared", "functions", "function_app", "cli")
-SECRET_SETTINGS = ("GRAPH_DEV_TOKEN", "SALESFORCE_ACCESS_TOKEN", "GRAPH_CLIENT_STATE")
-MIN_NAME_LENGTH = 3  # shorter given names ("Al", "Bo") are ordinary substrings of log text
-
-
-class CaptureEverything(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(level=logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+ROOT = Path(__file__).resolve().parents[2]
+USERS = 60  # the smallest tenant the demo's day of changes can be drawn from is a little above 40
 
 
 @pytest.fixture(scope="module")
-def metric_reader() -> InMemoryMetricReader:
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader])
-    metrics.set_meter_provider(provider)  # the global provider can be set once per process
-    assert metrics.get_meter_provider() is provider, "another MeterProvider was installed earlier in this process"
-    return reader
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("canary") / "captured.json"
+    done = subprocess.run([sys.executable, "-m", "tests.e2e.pii_canary", str(out), "--users", str(USERS)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(out.read_text(encoding="utf-8"))
 
 
-@pytest.fixture(scope="module")
-def captured() -> Iterator[CaptureEverything]:
-    handler = CaptureEverything()
-    root = logging.getLogger()
-    saved = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    try:
-        yield handler
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(saved)
+def canary_leaks(texts: list[tuple[str, str]], forbidden: dict[str, str]) -> list[str]:
+    return sorted({f"{where}: {what} ({value!r})" for where, text in texts
+                   for value, what in forbidden.items() if value in text})
 
 
-@pytest_asyncio.fixture(scope="module")
-async def stack(metric_reader, captured) -> AsyncIterator[LocalStack]:
-    from shared.bootstrap import current_container
-
-    with local_stack(users=USERS, retry_base_seconds=0.2) as running, environment(running.env):
-        try:
-            import function_app
-            from emulators.functions_host import registered_functions
-
-            running.figures = await run_cycle(running, idle_seconds=0.4)  # type: ignore[attr-defined]
-            on_demand = registered_functions(function_app.app)["provision_on_demand"]
-            for user_id in sorted(running.demo.expected_roles)[:3]:
-                await on_demand(func.HttpRequest("POST", f"https://x/api/provision/{user_id}", body=b"",
-                                                 route_params={"entra_id": user_id}))
-            yield running
-        finally:
-            await current_container().aclose()
+def word_leaks(texts: list[tuple[str, str]], forbidden: dict[str, str]) -> list[str]:
+    pattern = re.compile("|".join(rf"(?<![\w.@%-]){re.escape(v)}(?![\w@%-])"
+                                  for v in sorted(forbidden, key=len, reverse=True)))
+    return sorted({f"{where}: {forbidden[m.group(0)]} ({m.group(0)!r})"
+                   for where, text in texts for m in pattern.finditer(text)})
 
 
-def personal_data(stack: LocalStack) -> dict[str, str]:
-    """Each value a record must not contain → what it is."""
-    values: dict[str, str] = {}
-    for user_id in stack.tenant.user_ids:
-        user = stack.tenant.find_user(user_id) or {}
-        for attribute in ("userPrincipalName", "mail"):
-            value = user.get(attribute)
-            if value:
-                for form in (value, value.lower(), quote(value), quote_plus(value), quote(value.lower())):
-                    values[form] = f"{attribute} of {user_id}"
-        for attribute in ("givenName", "surname"):
-            value = user.get(attribute)
-            if value and len(value) >= MIN_NAME_LENGTH:
-                values[value] = f"{attribute} of {user_id}"
-    return values
+def log_texts(run: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(f"log {r['logger']}:{r['level']}", r["text"]) for r in run["logs"]]
 
 
-def secrets(stack: LocalStack) -> dict[str, str]:
-    return {stack.env[name]: name for name in SECRET_SETTINGS}
-
-
-def exported(record: logging.LogRecord) -> bool:
-    return record.name.startswith(APP_LOGGERS) or record.levelno >= logging.INFO
-
-
-def record_text(record: logging.LogRecord) -> str:
-    """Everything an exporter could send: the message, every extra attribute, the exception."""
-    parts = [record.getMessage()]
-    parts += [f"{k}={v!r}" for k, v in vars(record).items() if k not in ("msg", "args", "exc_info")]
-    if record.exc_info:
-        parts.append("".join(traceback.format_exception(*record.exc_info)))
-    return "\n".join(parts)
-
-
-def leaks(texts: list[tuple[str, str]], forbidden: dict[str, str]) -> list[str]:
-    """(where, text) pairs → one line per forbidden value found, as a whole word."""
-    pattern = re.compile("|".join(rf"(?<![\w.@%-]){re.escape(v)}(?![\w@%-])" for v in sorted(forbidden, key=len, reverse=True)))
-    found = []
-    for where, text in texts:
-        for match in pattern.finditer(text):
-            found.append(f"{where}: {forbidden[match.group(0)]} ({match.group(0)!r})")
-    return sorted(set(found))
-
-
-def log_texts(captured: CaptureEverything) -> list[tuple[str, str]]:
-    return [(f"{r.name}:{r.levelname}", record_text(r)) for r in captured.records if exported(r)]
-
-
-def metric_texts(reader: InMemoryMetricReader) -> list[tuple[str, str]]:
-    data = reader.get_metrics_data()
-    texts = []
-    for resource_metrics in data.resource_metrics if data else ():
-        for scope in resource_metrics.scope_metrics:
-            for metric in scope.metrics:
-                for point in metric.data.data_points:
-                    texts.append((metric.name, repr(dict(point.attributes or {}))))
+def telemetry_texts(run: dict[str, Any]) -> list[tuple[str, str]]:
+    texts = [(t["where"], t["text"]) for t in run["spans"] + run["otel_logs"]]
+    texts += [(f"metric {p['name']}", repr(p["attributes"])) for p in run["metrics"]]
+    texts += [("exported batch", body) for body in run["exported"]]
     return texts
 
 
-def test_the_cycle_did_real_work_with_personal_data_in_it(stack, captured):
-    figures = stack.figures
-    assert figures.summary.outcome["created"] > 10
-    assert figures.emails >= 1  # the failure digest went out: the dead-letter path ran too
-    assert len(personal_data(stack)) > 2 * USERS
-    # the search would find a UPN if one were logged
-    assert leaks([("probe", f"user {stack.tenant.find_user(stack.tenant.user_ids[0])['userPrincipalName']}")],
-                 personal_data(stack))
+def test_the_run_did_real_work_with_the_canaries_in_it(run):
+    figures = run["figures"]
+    assert figures["created"] > 10 and figures["deactivated"] >= 1 and figures["emails"] >= 1
+    assert {"DUPLICATE_USERNAME", "REQUIRED_FIELD_MISSING", "STRING_TOO_LONG"} <= set(figures["failures"])
+    assert figures["on_demand_status"] == 200 and figures["webhook_status"] == [202, 202]
+    # Canary people reached Salesforce with their phone numbers, the others failed with their data in hand.
+    assert list(run["canary_in_salesforce"].values()) == [True] * 3 + [False] * (CANARY_PEOPLE - 3)
+    assert run["canary_phone_in_salesforce"]
+    # Application Insights was configured by the app's own code, and every channel carried something.
+    assert run["telemetry_configured"]
+    assert min(len(run[k]) for k in ("logs", "spans", "otel_logs", "metrics", "exported")) > 0
+    # DEBUG reached third-party loggers (the HTTP and AMQP clients).
+    assert {"httpcore", "azure"} <= {r["logger"].split(".")[0] for r in run["logs"] if r["level"] == 10}
+    # The searches would find a leak.
+    upn = next(v for v, what in run["forbidden"].items() if what.startswith("userPrincipalName"))
+    assert canary_leaks([("probe", f"GET /query?q=...{upn}...")], run["forbidden"])
+    assert word_leaks([("probe", "hello alice.smith@contoso.com")], {"alice.smith@contoso.com": "upn"})
 
 
-def test_no_log_record_contains_personal_data_or_secrets(stack, captured):
-    texts = log_texts(captured)
-    assert len(texts) > USERS  # one audit record per user at least
-    assert leaks(texts, {**personal_data(stack), **secrets(stack)}) == []
+def test_no_log_record_at_any_level_carries_a_canary_secret_or_canary_person(run):
+    texts = log_texts(run)
+    assert len(texts) > USERS
+    assert canary_leaks(texts, run["forbidden"]) == []
 
 
-def test_no_metric_carries_personal_data_or_secrets(stack, metric_reader):
-    texts = metric_texts(metric_reader)
-    assert texts
-    assert leaks(texts, {**personal_data(stack), **secrets(stack)}) == []
+def test_no_log_record_at_any_level_names_anyone_in_the_tenant(run):
+    assert word_leaks(log_texts(run), run["tenant_personal_data"]) == []
 
 
-def _points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
-    data = reader.get_metrics_data()
-    return {m.name: list(m.data.data_points) for rm in data.resource_metrics for s in rm.scope_metrics for m in s.metrics}
+def test_no_span_otel_log_metric_or_exported_batch_carries_a_canary(run):
+    assert canary_leaks(telemetry_texts(run), run["forbidden"]) == []
 
 
-def test_the_custom_metrics_describe_the_cycle(stack, metric_reader):
-    points = _points(metric_reader)
-    created = sum(p.value for p in points["provisioning.operations"]
-                  if p.attributes["action"] == "create" and p.attributes["status"] == "success")
-    assert created >= stack.figures.summary.outcome["created"]
-    failures = {p.attributes["error_code"] for p in points["provisioning.operations"] if p.attributes["status"] == "failure"}
+def test_no_span_otel_log_metric_or_exported_batch_names_anyone_in_the_tenant(run):
+    assert word_leaks(telemetry_texts(run), run["tenant_personal_data"]) == []
+
+
+def test_the_custom_metrics_describe_the_cycles(run):
+    points: dict[str, list[dict[str, Any]]] = {}
+    for point in run["metrics"]:
+        points.setdefault(point["name"], []).append(point)
+    figures = run["figures"]
+    created = sum(p["value"] for p in points["provisioning.operations"]
+                  if p["attributes"]["action"] == "create" and p["attributes"]["status"] == "success")
+    assert created >= figures["created"]
+    failures = {p["attributes"]["error_code"] for p in points["provisioning.operations"]
+                if p["attributes"]["status"] == "failure"}
     assert "REQUIRED_FIELD_MISSING" in failures
-    [cycle] = points["provisioning.detect_cycle.duration"]
-    assert cycle.count == 1 and cycle.sum > 0
-    assert sum(p.value for p in points["provisioning.detect_cycle.messages_sent"]) > 0
+    assert sum(p["count"] for p in points["provisioning.detect_cycle.duration"]) == figures["detect_cycles"]
+    assert sum(p["value"] for p in points["provisioning.detect_cycle.messages_sent"]) > 0
     lag = points["provisioning.queue_lag"]
-    assert sum(p.count for p in lag) >= stack.figures.summary.users and all(p.min >= 0 for p in lag)
-    assert sum(p.value for p in points["provisioning.graph.calls"]) >= stack.figures.graph_calls > 0
-    salesforce = {p.attributes["kind"]: p.value for p in points["provisioning.salesforce.calls"]}
+    assert sum(p["count"] for p in lag) >= figures["users"] and all(p["min"] >= 0 for p in lag)
+    assert sum(p["value"] for p in points["provisioning.graph.calls"]) >= figures["graph_calls"] > 0
+    salesforce = {p["attributes"]["kind"]: p["value"] for p in points["provisioning.salesforce.calls"]}
     assert salesforce["query"] > 0 and salesforce["write"] > 0
