@@ -1,4 +1,5 @@
-"""Fault injection for the Graph emulator: throttling, outages, HTML gateway pages and latency.
+"""Fault injection for the Graph emulator: throttling, outages, HTML gateway pages, latency, and lists
+answered empty (200 with no items, as a lagging replica may answer just after an outage).
 
 A rule matches a request when its pattern (fnmatch) matches the route name (e.g. "users.delta",
 "servicePrincipals.*") or the normalised path (e.g. "/v1.0/users/*/sendMail"). It fires for the next
@@ -27,6 +28,7 @@ class FaultRule:
     rate: float | None = None
     retry_after: int | None = None
     html: bool = False
+    empty: bool = False  # 200 with an empty `value` instead of an error
 
     def matches(self, route: str, path: str) -> bool:
         return fnmatch.fnmatchcase(route, self.pattern) or fnmatch.fnmatchcase(path, self.pattern)
@@ -66,6 +68,15 @@ class FaultPlan:
         if times is not None and times < 1:
             raise ValueError("times must be at least 1")
         rule = FaultRule(pattern, status, times, rate, retry_after, status == 502 if html is None else html)
+        with self._lock:
+            self._rules.append(rule)
+        return rule
+
+    def add_empty(self, pattern: str, *, times: int | None = None) -> FaultRule:
+        """Answer matching list requests with 200 and no items (and no nextLink)."""
+        if times is not None and times < 1:
+            raise ValueError("times must be at least 1")
+        rule = FaultRule(pattern, 200, times, empty=True)
         with self._lock:
             self._rules.append(rule)
         return rule

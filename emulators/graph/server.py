@@ -222,6 +222,8 @@ class GraphEmulator:
             raise GraphHTTPError(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid audience.")
 
     def _fault_response(self, request: web.Request, rule: FaultRule) -> web.Response:
+        if rule.empty:
+            return web.json_response({"@odata.context": f"{_origin(request)}{API_VERSION}/$metadata", "value": []})
         headers = {"Retry-After": str(rule.retry_after)} if rule.retry_after is not None else {}
         if rule.html:
             title = f"{rule.status} {HTTPStatus(rule.status).phrase}"

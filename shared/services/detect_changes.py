@@ -5,18 +5,25 @@ diffed against the stored snapshot so assignment and unassignment are changes; G
 for attribute changes and deletions; and, when the mapping grants permission sets, the membership of
 those groups (membership_changes.py). Messages are sent *before* the cursor and snapshot are stored, so
 a crash in between re-sends (dropped by duplicate detection, or harmless) and never loses a change.
-Long initial syncs checkpoint page by page."""
+Long initial syncs checkpoint page by page.
+
+An assignment list that comes back empty while the snapshot has users is what a lagging replica
+answers just after a Graph outage, as well as what unassigning everyone looks like. The users' own
+assignment reads tell the two apart: if a sample of them still holds the app's roles, the list is not
+the truth and the cycle fails without enqueuing anything or storing anything."""
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import logging
+import random
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Collection
 from datetime import datetime, timezone
 
-from ..core.errors import DeltaTokenExpired
+from ..core.errors import DeltaTokenExpired, ProvisioningError, TransientError
 from ..core.messages import ReconcileMessage, Reason
 from ..core.ports import Directory, ReconcileQueue, StateStore
 from .audit import CycleRecord
@@ -26,6 +33,7 @@ log = logging.getLogger(__name__)
 
 DELTA_CURSOR = "users_delta"
 GROUP_READ_CONCURRENCY = 4
+WITNESSES = 10  # users asked for their own assignments when the app's list comes back empty (one $batch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +75,7 @@ class ChangeDetector:
         previous = self._state.assignment_snapshot()
         changed = sorted(u for u in current.keys() | previous.keys() if current.get(u, frozenset()) != previous.get(u, frozenset()))
         if previous and not current:
-            log.warning("the Salesforce app has no assignments at all: every provisioned user would be deactivated")
+            await self._confirm_everyone_left(previous.keys())
         link = self._state.get_cursor(DELTA_CURSOR)
         # Ids repeat only when a crashed cycle is re-run from the same cursor in the same minute (so
         # duplicate detection drops the re-sends); an assignment that comes back later is a new message.
@@ -99,6 +107,22 @@ class ChangeDetector:
         if not sent:
             log.info("nothing to do: no assignment or attribute changes")
         return report
+
+    async def _confirm_everyone_left(self, previous: Collection[str]) -> None:
+        """Raise unless a sample of the previously assigned users' own reads agree that none of them
+        holds a role of the app any more (a read that fails fails the cycle too: nothing is known)."""
+        sample = random.sample(sorted(previous), min(WITNESSES, len(previous)))
+        states = await self._directory.user_states(sample, ("id",), self.config.service_principal_id)
+        for state in states.values():
+            if isinstance(state, ProvisioningError):
+                raise state
+            if state.user is not None and state.app_role_ids:
+                raise TransientError(
+                    "AssignmentListIncomplete",
+                    "the app's assignment list came back empty, but its users still hold its roles: not trusted",
+                    system="graph")
+        log.warning("the Salesforce app has no assignments at all (confirmed by %d users' own reads): "
+                    "every provisioned user would be deactivated", len(sample))
 
     async def assigned_users(self) -> dict[str, frozenset[str]]:
         """User id → app role ids, granted directly or through a group the user is a direct member of."""

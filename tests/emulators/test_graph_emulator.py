@@ -221,6 +221,14 @@ def test_fault_rules_fire_the_given_number_of_times_and_html_502(graph, http, te
     assert graph.calls == {"users.delta": 2, "users.get": 1, "groups.members": 1}
 
 
+def test_an_empty_fault_answers_lists_with_no_items_then_the_truth(graph, http, tenant):
+    add_users(tenant, 3)
+    graph.faults.add_empty("users.delta", times=1)
+    empty = http.get(f"{graph.base_url}/users/delta")
+    assert empty.status_code == 200 and empty.json()["value"] == [] and "@odata.nextLink" not in empty.json()
+    assert http.get(f"{graph.base_url}/users/delta").json()["value"]  # once only
+
+
 def test_a_fault_rate_is_seeded_and_partial(graph, http, tenant):
     add_users(tenant, 1)
     graph.faults.add("users.get", 429, rate=0.5, retry_after=1)
