@@ -45,7 +45,7 @@ SALESFORCE_USERNAME = "canary.integration.qx@contoso.com"
 CANARY_PEOPLE = 6
 ROLE = "Chatter Free User"  # plenty of licences: the canaries are created, not parked
 EXCLUDED_LOGGERS = ("emulators", "aiohttp.access", "aiohttp.server", "aiohttp.web", "proton", "tests.")
-# The deployed app maps more than the defaults: phone numbers and the display name as nickname.
+# A deployment's mapping may carry more personal data than the defaults: phones, title, display name.
 EXTRA_MAPPING = '''
 [fields.MobilePhone]
 type = "Direct"
@@ -59,9 +59,9 @@ expression = 'Join(", ", [businessPhones])'
 type = "Direct"
 source = "jobTitle"
 
-[fields.CommunityNickname]
-type = "Expression"
-expression = 'Join(" ", [displayName], [employeeId])'
+[fields.Division]
+type = "Direct"
+source = "displayName"
 '''
 
 
@@ -104,6 +104,8 @@ def forbidden_values(tenant: Any, user_ids: list[str]) -> dict[str, str]:
             if user.get(attribute):
                 for form in personal_forms(user[attribute]):
                     values[form] = f"{attribute} of canary {user_id}"
+        if user.get("userPrincipalName"):  # the default CommunityNickname is the UPN's local part
+            values[user["userPrincipalName"].split("@")[0]] = f"userPrincipalName (local part) of canary {user_id}"
         for phone in user.get("businessPhones") or ():
             values[phone] = f"businessPhones of canary {user_id}"
         # A phone number may be printed without its spaces.
