@@ -3,20 +3,33 @@
     expr = parse_expression('Append(Mid([givenName], 1, 3), ToLower([surname]))')
     expr.evaluate(MappingInput(user, role_names))
 
-VBA-like and case-sensitive: function calls `Name(arg, ...)`, attributes `[name]`, strings `"..."`
-(escape `"` as `\\"` as the Microsoft reference does, or as `""` as VBA does), integers, `True`/`False`,
-empty arguments (`Replace([x], "-", , , "_", , )`) and the comparisons IIF's condition uses
-(`=`, `<>`, `<`, `<=`, `>`, `>=`). A hand-written recursive-descent parser: nothing is ever eval'd.
+VBA-like and case-sensitive: function calls `Name(arg, ...)`, attributes `[name]` (or a dotted path into
+a complex property, `[employeeOrgData.division]`), strings `"..."` (escape `"` as `\\"` as the Microsoft
+reference does, or as `""` as VBA does), integers (also VBA hex, `&HF7`), `True`/`False`, InStr's
+`vbBinaryCompare`/`vbTextCompare`, empty arguments (`Replace([x], "-", , , "_", , )`) and the
+comparisons IIF's condition uses (`=`, `<>`, `<`, `<=`, `>`, `>=`). A hand-written recursive-descent
+parser: nothing is ever eval'd.
+
+Every function of the connector's reference is here except Guid and RandomString (a new value on every
+evaluation would update the user on every cycle; the connector uses them for passwords, which this app
+does not set) and AppRoleAssignmentsComplex (several roles for SCIM apps; a Salesforce user has one
+profile): using one is a parse error that says why. Dates (CDate, DateAdd, Now, ...) are in
+expression_dates; a date that ends an expression is sent as the connector prints it, M/d/yyyy h:mm:ss tt
+in UTC (FormatDateTime gives any other form); Now() belongs in comparisons (DateDiff), as the reference
+uses it: sent as a value it would change on every cycle. Redact returns its value: this app logs no values.
 Unknown functions, wrong argument counts and invalid regular expression literals are errors at parse
 time with the line and column; what can only go wrong with a user's data raises PermanentError.
 """
 from __future__ import annotations
 
+import base64
 import re
 import unicodedata
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Mapping
 
+from . import expression_dates as dates
 from .errors import PermanentError
 from .models import PROPERTY_PATH
 
@@ -44,6 +57,18 @@ class _Missing:
 
 
 MISSING = _Missing()
+
+
+class _Dropped:
+    """IgnoreFlowIfNullOrEmpty's empty result: the field is left out of the flow (no default either)."""
+
+    def __repr__(self) -> str:
+        return "<dropped>"
+
+
+DROPPED = _Dropped()
+# vbBinaryCompare / vbTextCompare, InStr's compareType, as the names VBA gives them.
+COMPARE_TYPES = ("vbBinaryCompare", "vbTextCompare")
 
 
 # ---- syntax tree ------------------------------------------------------------------------------
@@ -95,7 +120,7 @@ _TOKEN = re.compile(
     r"""(?P<ws>\s+)
       | (?P<attr>\[[^\[\]\r\n]*\])
       | (?P<string>"(?:[^"\\]|\\.|"")*")
-      | (?P<number>-?\d+)
+      | (?P<number>-?\d+|&H[0-9A-Fa-f]+)
       | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
       | (?P<op><>|<=|>=|=|<|>)
       | (?P<punct>[(),])""",
@@ -186,12 +211,15 @@ class _Parser:
         if token.kind == "string":
             return Literal(_unquote(token.text), token.pos)
         if token.kind == "number":
-            return Literal(int(token.text), token.pos)
+            hexadecimal = token.text.startswith("&H")
+            return Literal(int(token.text[2:], 16) if hexadecimal else int(token.text), token.pos)
         if token.kind == "name":
             if self._peek.text == "(":
                 return self._call(token)
             if token.text in ("True", "False"):
                 return Literal(token.text == "True", token.pos)
+            if token.text in COMPARE_TYPES:
+                return Literal(token.text, token.pos)
             raise self._fail(f"unknown name {token.text!r}: call functions with (), put attributes in [brackets]",
                              token)
         if token.kind == "end":
@@ -231,6 +259,8 @@ def _text(value: Any, function: str) -> str | None:
         return "True" if value else "False"
     if isinstance(value, (str, int, float)):
         return str(value)
+    if isinstance(value, datetime):
+        return dates.connector_text(value)
     raise PermanentError("ExpressionValueInvalid", f"{function} expects a single value, got a "
                          f"{type(value).__name__}", system="mapping")
 
@@ -379,6 +409,81 @@ def _string_function(function: Callable[[str], Any], name: str) -> Callable[...,
     return apply
 
 
+def _values(source: Any) -> list[Any]:
+    """A multi-valued attribute's values (a single value is one; null is none)."""
+    if source is None or source is MISSING:
+        return []
+    return list(source) if isinstance(source, (list, tuple)) else [source]
+
+
+def _cbool(value: Any) -> bool:
+    """True for a non-zero number, True, or "True"; False for zero, False, "False" and null."""
+    if _empty(value):
+        return False
+    if isinstance(value, (bool, int, float)):
+        return bool(value)
+    text = _text(value, "CBool") or ""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return float(text) != 0
+    except ValueError:
+        raise PermanentError("ExpressionValueInvalid", "CBool expects a number or True/False", system="mapping") from None
+
+
+def _in_str(haystack: Any, needle: Any, start: Any = MISSING, compare: Any = MISSING) -> int | None:
+    """1-based position of the first `needle` in `haystack` from `start`, 0 when absent."""
+    text = _text(haystack, "InStr")
+    if text is None:
+        return None
+    wanted = _text(needle, "InStr") or ""
+    begin = 1 if start is MISSING or start is None else max(_int(start, "InStr"), 1)
+    if compare == "vbTextCompare":
+        text, wanted = text.casefold(), wanted.casefold()
+    return text.find(wanted, begin - 1) + 1
+
+
+def _item(source: Any, index: Any) -> Any:
+    values, n = _values(source), _int(index, "Item")
+    return values[n - 1] if 1 <= n <= len(values) else None
+
+
+def _remove_duplicates(source: Any) -> list[Any] | None:
+    values = _values(source)
+    return list(dict.fromkeys(values)) if values else None
+
+
+# PCase's default word separators: the Unicode categories the Microsoft reference lists for .NET's
+# ToTitleCase (spaces, controls, connector/dash/open/close/quote/other punctuation, symbols).
+_SEPARATOR_CATEGORIES = ("Z", "Cc", "Cf", "Pc", "Pd", "Ps", "Pe", "Pi", "Pf", "Po", "Sm", "Sc", "Sk", "So")
+
+
+def _pcase(source: Any, separators: Any = MISSING) -> str | None:
+    text = _text(source, "PCase")
+    if text is None:
+        return None
+    given = None if separators is MISSING or _empty(separators) else _text(separators, "PCase")
+    out, word_start = [], True
+    for char in text:
+        separator = char in given if given is not None else unicodedata.category(char).startswith(_SEPARATOR_CATEGORIES)
+        out.append(char if separator else char.upper() if word_start else char.lower())
+        word_start = separator
+    return "".join(out)
+
+
+def _bit_and(a: Any, b: Any) -> int:
+    return _int(a, "BitAnd") & _int(b, "BitAnd")
+
+
+def _null_passing(apply: Callable[..., Any]) -> Callable[..., Any]:
+    """A date function: a null (or empty) argument gives null rather than an error."""
+    def run(*args: Any) -> Any:
+        if any(a is None or a == "" for a in args):
+            return None
+        return apply(*args)
+    return run
+
+
 @dataclass(frozen=True, slots=True)
 class _Function:
     min_args: int
@@ -388,16 +493,37 @@ class _Function:
 
 FUNCTIONS: dict[str, _Function] = {
     "Append": _Function(2, 2, _append),
+    "BitAnd": _Function(2, 2, _bit_and),
+    "CBool": _Function(1, 1, _cbool),
+    "CDate": _Function(1, 1, _null_passing(lambda v: dates.to_date(v, "CDate").astimezone(timezone.utc))),
+    "ConvertToBase64": _Function(1, 1, _string_function(lambda t: base64.b64encode(t.encode("utf-16-le")).decode(),
+                                                         "ConvertToBase64")),
+    "ConvertToUTF8Hex": _Function(1, 1, _string_function(lambda t: t.encode().hex().upper(), "ConvertToUTF8Hex")),
+    "Count": _Function(1, 1, lambda v: len(_values(v))),
+    "CStr": _Function(1, 1, lambda v: _text(v, "CStr")),
+    "DateAdd": _Function(3, 3, _null_passing(lambda i, n, d: dates.date_add(i, _int(n, "DateAdd"), d))),
+    "DateDiff": _Function(3, 3, _null_passing(dates.date_diff)),
+    "DateFromNum": _Function(1, 1, _null_passing(dates.date_from_num)),
+    "FormatDateTime": _Function(4, 4, lambda source, _styles, fmt_in, fmt_out: dates.format_date_time(source, fmt_in, fmt_out)),
+    "IgnoreFlowIfNullOrEmpty": _Function(1, 1, lambda v: v),  # evaluated by Expression.evaluate
     "Coalesce": _Function(1, None, lambda *values: next((v for v in values if not _empty(v)), None)),
     "IIF": _Function(3, 3, lambda condition, yes, no: yes if _truthy(condition) else no),
+    "InStr": _Function(2, 4, _in_str),
     "IsNull": _Function(1, 1, lambda v: v is None or v is MISSING),
     "IsNullOrEmpty": _Function(1, 1, _empty),
     "IsPresent": _Function(1, 1, lambda v: not _empty(v)),
+    "IsString": _Function(1, 1, lambda v: isinstance(v, str)),
+    "Item": _Function(2, 2, _item),
     "Join": _Function(2, None, _join),
     "Left": _Function(2, 2, _left),
     "Mid": _Function(3, 3, _mid),
     "NormalizeDiacritics": _Function(1, 1, _string_function(_normalize_diacritics, "NormalizeDiacritics")),
     "Not": _Function(1, 1, lambda v: not _truthy(v)),
+    "Now": _Function(0, 0, lambda: None),  # evaluated by _evaluate: the time of the evaluation
+    "NumFromDate": _Function(1, 1, _null_passing(dates.num_from_date)),
+    "PCase": _Function(1, 2, _pcase),
+    "Redact": _Function(1, 1, lambda v: v),  # hides a value from the connector's logs; this app logs none
+    "RemoveDuplicates": _Function(1, 1, _remove_duplicates),
     "Replace": _Function(7, 7, _replace),
     "SelectUniqueValue": _Function(2, None, lambda *values: values),  # evaluated by Expression.evaluate
     "SingleAppRoleAssignment": _Function(1, 1, lambda roles: roles[0] if roles else None),
@@ -410,11 +536,24 @@ FUNCTIONS: dict[str, _Function] = {
 }
 
 
+# The connector's functions left out, and why (an error at parse time says so).
+UNSUPPORTED = {
+    "Guid": "it gives a new value on every evaluation, so the user would be updated on every cycle",
+    "RandomString": "it gives a new value on every evaluation (the connector uses it for passwords, which "
+                    "this app does not set: users sign in with single sign-on)",
+    "AppRoleAssignmentsComplex": "it sends several roles to SCIM apps; a Salesforce user has one profile "
+                                 "(set PROFILE_PRIORITY for users with several roles)",
+}
+_TOP_LEVEL_ONLY = ("SelectUniqueValue", "IgnoreFlowIfNullOrEmpty")
+
+
 def _check_call(call: Call) -> None:
     """What can be known without data: the function exists and gets arguments it can use."""
     def fail(message: str, pos: _Pos = call.pos) -> ExpressionError:
         return ExpressionError(message, pos.line, pos.column)
 
+    if call.name in UNSUPPORTED:
+        raise fail(f"{call.name} is not supported: {UNSUPPORTED[call.name]}")
     spec = FUNCTIONS.get(call.name)
     if spec is None:
         near = [n for n in FUNCTIONS if n.lower() == call.name.lower()]
@@ -433,6 +572,18 @@ def _check_call(call: Call) -> None:
         raise fail(f"SingleAppRoleAssignment takes exactly [{APP_ROLE_ASSIGNMENTS}]")
     if call.name == "Replace":
         _check_replace(call, fail)
+    if call.name in ("DateAdd", "DateDiff") and isinstance(call.args[0], Literal) and call.args[0].value not in dates.INTERVALS:
+        raise fail(f"{call.name} interval must be one of {', '.join(dates.INTERVALS)}, got {call.args[0].value!r}",
+                   call.args[0].pos)
+    if call.name == "FormatDateTime":
+        for fmt in call.args[2:]:
+            problem = dates.check_format(str(fmt.value)) if isinstance(fmt, Literal) else None
+            if isinstance(fmt, Empty) or problem:
+                raise fail(f"FormatDateTime needs inputFormat and outputFormat"
+                           + (f": {problem}" if problem else ""), fmt.pos)
+    if call.name == "InStr" and n == 4 and not (isinstance(call.args[3], Empty) or isinstance(call.args[3], Literal)
+                                                 and call.args[3].value in COMPARE_TYPES):
+        raise fail(f"InStr compareType must be {' or '.join(COMPARE_TYPES)}", call.args[3].pos)
 
 
 def _check_replace(call: Call, fail: Callable[..., ExpressionError]) -> None:
@@ -483,9 +634,12 @@ class Expression:
         SelectUniqueValue returns its first non-empty candidate that `is_unique(target, value)`
         accepts; without a callback, the first non-empty one. None of them unique is a PermanentError."""
         try:
+            if isinstance(self._root, Call) and self._root.name == "IgnoreFlowIfNullOrEmpty":
+                value = _evaluate(self._root.args[0], source)
+                return DROPPED if _empty(value) else _result(value)
             if not self.selects_unique_value:
-                return _evaluate(self._root, source)
-            candidates = self.candidates(source)
+                return _result(_evaluate(self._root, source))
+            candidates = tuple(_result(v) for v in self.candidates(source))
         except PermanentError as exc:
             if not target or exc.code != "ExpressionValueInvalid":
                 raise
@@ -500,6 +654,11 @@ class Expression:
 
     def __repr__(self) -> str:
         return f"Expression({self.text!r})"
+
+
+def _result(value: Any) -> Any:
+    """A date leaves an expression as the connector prints it; other values as they are."""
+    return dates.connector_text(value) if isinstance(value, datetime) else value
 
 
 def _walk(node: Node) -> Iterator[Node]:
@@ -527,6 +686,8 @@ def _evaluate(node: Node, source: Any) -> Any:
         return MISSING
     if isinstance(node, Compare):
         return _compare(node.op, _evaluate(node.left, source), _evaluate(node.right, source))
+    if node.name == "Now":
+        return getattr(source, "now", None) or datetime.now(timezone.utc)
     if node.name == "IIF":  # only the branch taken is evaluated
         condition, yes, no = node.args
         return _evaluate(yes if _truthy(_evaluate(condition, source)) else no, source)
@@ -536,8 +697,8 @@ def _evaluate(node: Node, source: Any) -> Any:
 def parse_expression(text: str) -> Expression:
     """Parse an expression; raises ExpressionError (with line and column) when it is invalid."""
     root = _Parser(text).parse()
-    nested = [n for n in _walk(root) if isinstance(n, Call) and n.name == "SelectUniqueValue" and n is not root]
+    nested = [n for n in _walk(root) if isinstance(n, Call) and n.name in _TOP_LEVEL_ONLY and n is not root]
     if nested:
-        raise ExpressionError("SelectUniqueValue must be the whole expression, not nested",
+        raise ExpressionError(f"{nested[0].name} must be the whole expression, not nested",
                               nested[0].pos.line, nested[0].pos.column)
     return Expression(text, root)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Callable, Collection, Literal, Mapping, Sequence
 
 from .errors import PermanentError
-from .expressions import Expression, parse_expression
+from .expressions import DROPPED, Expression, parse_expression
 from .models import DEFAULT_ACCESS_ROLE_ID, AppRole, EntraUser, SalesforceRole, selectable
 from .permission_sets import PermissionSetMapping
 from .scoping import ScopingFilters
@@ -33,6 +34,7 @@ class MappingInput:
     user: EntraUser
     role_names: tuple[str, ...]
     is_unique: Callable[[str, Any], bool] | None = None
+    now: datetime | None = None  # what Now() returns; None: the time of the evaluation
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +112,8 @@ class AttributeMapping:
             if only is not None and f.target not in only:
                 continue
             value = f.compute(source)
+            if value is DROPPED:  # IgnoreFlowIfNullOrEmpty: not sent at all, not even a default
+                continue
             if value is None or value == "":
                 value = f.default
             if value is not None:

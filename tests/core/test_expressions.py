@@ -1,3 +1,5 @@
+from datetime import datetime, timezone
+
 import pytest
 
 from shared.core.errors import PermanentError
@@ -221,3 +223,163 @@ def test_an_object_valued_attribute_is_an_error_naming_the_attribute_and_the_fie
     assert err.value.code == "ExpressionValueInvalid" and err.value.fields == ("Division",)
     assert "Division: [employeeOrgData] is an object (dict)" in err.value.message
     assert "[employeeOrgData.<property>]" in err.value.message
+
+
+# ---- the rest of the connector's functions -------------------------------------------------------
+
+NOW = datetime(2021, 8, 25, 17, 41, 18, tzinfo=timezone.utc)
+
+
+def at(text, now=NOW, **attributes):
+    return parse_expression(text).evaluate(MappingInput(EntraUser("e1", attributes), (), now=now), target="Field")
+
+
+def test_bit_and_with_vba_hex_literals():
+    assert ev("BitAnd(&HF, &HF7)") == 7
+    assert ev("BitAnd([flags], 4)", flags=6) == 4
+
+
+def test_cbool():
+    assert ev("CBool([a] = [b])", a="x", b="x") is True
+    assert ev("CBool([a] = [b])", a="x", b="y") is False
+    assert ev("CBool([n])", n=2) is True and ev("CBool([n])", n="0") is False and ev("CBool([n])") is False
+    assert ev('CBool("True")') is True
+    with pytest.raises(PermanentError) as err:
+        ev("CBool([n])", n="maybe")
+    assert err.value.code == "ExpressionValueInvalid"
+
+
+def test_cdate_returns_utc_in_the_connectors_format():
+    assert ev("CDate([StatusHireDate])", StatusHireDate="2020-03-16-07:00") == "3/16/2020 7:00:00 AM"
+    assert ev('CDate("2021-06-30+08:00")') == "6/29/2021 4:00:00 PM"
+    assert ev('CDate("2009-06-15T01:45:30-07:00")') == "6/15/2009 8:45:30 AM"
+    assert ev("CDate([missing])") is None
+    with pytest.raises(PermanentError, match="cannot read the value as a date"):
+        ev("CDate([d])", d="not a date")
+
+
+def test_convert_to_base64_and_utf8_hex():
+    assert ev('ConvertToBase64("Hello world!")') == "SABlAGwAbABvACAAdwBvAHIAbABkACEA"
+    assert ev('ConvertToUTF8Hex("Hello world!")') == "48656C6C6F20776F726C6421"
+    assert ev("ConvertToUTF8Hex([n])", n="é") == "C3A9"
+
+
+def test_count_item_and_remove_duplicates_on_multi_valued_attributes():
+    proxies = ["SMTP:a@x.com", "smtp:b@x.com", "SMTP:a@x.com"]
+    assert ev("Count([proxyAddresses])", proxyAddresses=proxies) == 3
+    assert ev("Count([proxyAddresses])") == 0 and ev("Count([mail])", mail="a@x.com") == 1
+    assert ev("Item([proxyAddresses], 1)", proxyAddresses=proxies) == "SMTP:a@x.com"
+    assert ev("Item([proxyAddresses], 0)", proxyAddresses=proxies) is None  # 1-based, as the reference says
+    assert ev("Item([proxyAddresses], 9)", proxyAddresses=proxies) is None
+    assert ev("RemoveDuplicates([proxyAddresses])", proxyAddresses=proxies) == ["SMTP:a@x.com", "smtp:b@x.com"]
+    assert ev('Join(";", RemoveDuplicates([proxyAddresses]))', proxyAddresses=proxies) == "SMTP:a@x.com;smtp:b@x.com"
+
+
+def test_cstr_and_is_string():
+    assert ev("CStr([n])", n=42) == "42" and ev("CStr([b])", b=True) == "True" and ev("CStr([x])") is None
+    assert ev("IsString([s])", s="x") is True and ev("IsString([n])", n=1) is False
+
+
+def test_date_add_each_interval():
+    hire = {"StatusHireDate": "2012-03-16-07:00"}
+    assert ev('DateAdd("d", 7, CDate([StatusHireDate]))', **hire) == "3/23/2012 7:00:00 AM"
+    assert ev('DateAdd("d", -10, CDate([StatusHireDate]))', **hire) == "3/6/2012 7:00:00 AM"
+    assert ev('DateAdd("ww", 2, CDate([StatusHireDate]))', **hire) == "3/30/2012 7:00:00 AM"
+    assert ev('DateAdd("m", 10, CDate([StatusHireDate]))', **hire) == "1/16/2013 7:00:00 AM"
+    assert ev('DateAdd("yyyy", 2, CDate([StatusHireDate]))', **hire) == "3/16/2014 7:00:00 AM"
+    assert ev('DateAdd("h", 1, CDate([StatusHireDate]))', **hire) == "3/16/2012 8:00:00 AM"
+    assert ev('DateAdd("n", 90, CDate([StatusHireDate]))', **hire) == "3/16/2012 8:30:00 AM"
+    assert ev('DateAdd("s", 30, CDate([StatusHireDate]))', **hire) == "3/16/2012 7:00:30 AM"
+    assert ev('DateAdd("d", 1, CDate([missing]))') is None
+
+
+def test_date_diff_matches_the_references_table():
+    diff = lambda interval, a, b: ev(f'DateDiff("{interval}", CDate([a]), CDate([b]))', a=a, b=b)  # noqa: E731
+    assert diff("d", "2021-08-18+08:00", "2021-08-31+08:00") == 13
+    assert diff("d", "8/25/2021 5:41:18 PM", "2012-03-16-07:00") == -3449
+    assert diff("ww", "8/25/2021 5:41:18 PM", "2012-03-16-07:00") == -493
+    assert diff("m", "8/25/2021 5:41:18 PM", "2012-03-16-07:00") == -113
+    assert diff("yyyy", "8/25/2021 5:41:18 PM", "2012-03-16-07:00") == -9
+    assert diff("d", "2021-08-31+08:00", "2021-08-31+08:00") == 0
+    assert diff("h", "2021-08-24", "2021-08-25") == 24
+    assert diff("n", "2021-08-24", "2021-08-25") == 1440
+    assert diff("s", "2021-08-24", "2021-08-25") == 86400
+
+
+def test_now_in_a_comparison_as_the_reference_uses_it():
+    expr = ('Switch([Active], , "1", IIF(DateDiff("d", Now(), CDate([StatusHireDate])) > 5, "False", "True"), '
+            '"0", "False")')
+    assert at(expr, Active="1", StatusHireDate="2021-08-28") == "True"  # hired in 2 days
+    assert at(expr, Active="1", StatusHireDate="2021-09-30") == "False"
+    assert at("Now()") == "8/25/2021 5:41:18 PM"
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    assert at('DateDiff("s", Now(), CDate([t]))', now=None, t=before.isoformat()) <= 0  # the clock, without one
+
+
+def test_date_from_num_and_num_from_date_are_active_directory_dates():
+    assert ev("DateFromNum(129699324000000000)") == "1/1/2012 11:00:00 PM"
+    assert ev("DateFromNum([lastLogonTimestamp])", lastLogonTimestamp="129699324000000000") == "1/1/2012 11:00:00 PM"
+    assert ev('NumFromDate("2012-01-01T23:00:00Z")') == 129699324000000000
+    expr = 'NumFromDate(Join("", FormatDateTime([ContractEndDate], , "yyyy-MM-ddzzz", "yyyy-MM-dd"), " 23:59:59-08:00"))'
+    assert ev(expr, ContractEndDate="2020-12-31-08:00") == ev('NumFromDate("2021-01-01T07:59:59Z")')
+
+
+def test_format_date_time_with_dotnet_formats():
+    assert ev('FormatDateTime([extensionAttribute1], , "yyyyMMddHHmmss.fZ", "yyyy-MM-dd")',
+              extensionAttribute1="20150123105347.1Z") == "2015-01-23"
+    assert ev('FormatDateTime([endDate], , "M/d/yyyy hh:mm:ss tt", "yyyy-MM-ddTHH:mm:ss")',
+              endDate="1/5/2021 05:41:18 PM") == "2021-01-05T17:41:18"
+    assert ev('FormatDateTime([d], , "yyyy-MM-ddzzz", "dddd d MMMM yy \'at\' h:mm tt zzz")',
+              d="2020-12-31-08:00") == "Thursday 31 December 20 at 12:00 AM -08:00"
+    assert ev('FormatDateTime(CDate([d]), , "M/d/yyyy h:mm:ss tt", "yyyy-MM-ddTHH:mm:ssK")',
+              d="2021-06-30+08:00") == "2021-06-29T16:00:00Z"
+    assert ev('FormatDateTime([d], , "yyyy-MM-dd", "yyyy")') is None
+    with pytest.raises(PermanentError, match="does not have the input format"):
+        ev('FormatDateTime([d], , "yyyy-MM-dd", "yyyy")', d="31.12.2020")
+
+
+def test_ignore_flow_if_null_or_empty_leaves_the_field_out_even_with_a_default():
+    from shared.core.mapping_config import parse_mapping
+    mapping = parse_mapping('[fields.Username]\ntype = "Direct"\nsource = "userPrincipalName"\nmatching_priority = 1\n'
+                            '[fields.Title]\ntype = "Expression"\ndefault = "Staff"\n'
+                            'expression = \'IgnoreFlowIfNullOrEmpty(Switch([prefix], "", "3443", "Dr.", "3444", "Prof."))\'\n')
+    out = lambda **a: mapping.apply(MappingInput(EntraUser("e1", {"userPrincipalName": "a@x.com", **a}), ()))  # noqa: E731
+    assert out(prefix="3443") == {"Username": "a@x.com", "Title": "Dr."}
+    assert out(prefix="9999") == {"Username": "a@x.com"}  # not sent: no default, no empty value
+    assert out() == {"Username": "a@x.com"}
+
+
+def test_instr():
+    assert ev('InStr("The quick brown fox","quick")') == 5
+    assert ev('InStr("repEated","e",3,vbBinaryCompare)') == 7
+    assert ev('InStr("repEated","e",3,vbTextCompare)') == 4
+    assert ev('InStr([mail], "@")', mail="ann@x.com") == 4 and ev('InStr([mail], "#")', mail="a") == 0
+    assert ev('InStr([mail], "@")') is None
+
+
+def test_pcase():
+    assert ev("PCase([firstName])", firstName="PABLO GONSALVES (SECOND)") == "Pablo Gonsalves (Second)"
+    assert ev("PCase([lastName],\" '-\")", lastName="PINTO-DE'SILVA") == "Pinto-De'Silva"
+    assert ev('PCase(Join(" ",[firstName],[lastName]))', firstName="GREGORY", lastName="JAMES") == "Gregory James"
+    assert ev("PCase([n])", n="élodie o'connor-núñez") == "Élodie O'Connor-Núñez"
+
+
+def test_redact_passes_the_value_through():
+    assert ev("Redact([userPrincipalName])", userPrincipalName="a@x.com") == "a@x.com"
+
+
+@pytest.mark.parametrize("text, message, column", [
+    ("Guid()", "Guid is not supported: it gives a new value on every evaluation", 1),
+    ("RandomString(6,3,0,0,3)", "RandomString is not supported", 1),
+    ("AppRoleAssignmentsComplex([appRoleAssignments])", "AppRoleAssignmentsComplex is not supported", 1),
+    ('DateAdd("q", 1, Now())', "DateAdd interval must be one of yyyy, m, d, ww, h, n, s, got 'q'", 9),
+    ('FormatDateTime([d], , "yyyy-MM-dd", )', "FormatDateTime needs inputFormat and outputFormat", 37),
+    ('InStr([a], "b", 1, vbSortOfCompare)', "unknown name 'vbSortOfCompare'", 20),
+    ('InStr([a], "b", 1, "binary")', "InStr compareType must be vbBinaryCompare or vbTextCompare", 20),
+    ('Append(IgnoreFlowIfNullOrEmpty([a]), "x")', "IgnoreFlowIfNullOrEmpty must be the whole expression", 8),
+    ("Now(1)", "Now takes 0 arguments, got 1", 1),
+])
+def test_the_new_functions_report_bad_use_at_its_line_and_column(text, message, column):
+    with pytest.raises(ExpressionError) as err:
+        parse_expression(text)
+    assert message in err.value.message and (err.value.line, err.value.column) == (1, column)
