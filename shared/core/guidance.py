@@ -84,6 +84,12 @@ _GUIDANCE: dict[str, Guidance] = {
         "The user's app role names a Salesforce profile the org does not have. Re-import profiles as app roles "
         "or fix the role's display name.",
     ),
+    "PermissionSetNotFound": Guidance(
+        "SalesforcePermissionSetNotFound",
+        "The mapping grants the user a permission set (by Name) or permission set group (by DeveloperName) that "
+        "the org does not have. The Salesforce user itself was provisioned. Fix the name in the mapping file, or "
+        "create it in Salesforce, then provision the user on demand (python -m cli check lists what is missing).",
+    ),
     "UserRoleNotFound": Guidance(
         "SalesforceRoleNotFound",
         "The mapping's UserRoleName names a Salesforce role the org does not have (by Name or DeveloperName). "

@@ -314,3 +314,10 @@ async def test_check_names_mapped_permission_sets_salesforce_lacks(world: World,
     *_, step = await check(container)
 
     assert not step.ok and step.detail == "3 of 4 found; missing: PermissionSet:Not_In_The_Org"
+
+
+def test_a_missing_permission_set_has_its_own_advice_in_the_failure_email():
+    from shared.core.guidance import guidance_for
+
+    advice = guidance_for("PermissionSetNotFound")
+    assert advice.connector_code == "SalesforcePermissionSetNotFound" and "mapping file" in advice.advice
