@@ -22,6 +22,16 @@ def is_object_id(value: object) -> bool:
     return isinstance(value, str) and bool(_GUID.match(value))
 
 
+def failure_key(message_id: str | None, body: bytes | str) -> str:
+    """What a message's failure is recorded under: its id; for a message sent without one (the Python
+    SDK always sets it, other producers need not), a digest of its body, so two such messages never
+    share, or inherit, one record."""
+    if message_id:
+        return message_id
+    raw = body.encode() if isinstance(body, str) else bytes(body)
+    return "no-id:" + hashlib.sha256(raw).hexdigest()[:32]
+
+
 @dataclass(frozen=True, slots=True)
 class ReconcileMessage:
     """`message_id` is derived from what caused the message, so a re-sent cycle produces the same ids

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Sequence
 
 from ..core.guidance import guidance_for
-from ..core.messages import is_object_id
+from ..core.messages import failure_key, is_object_id
 from ..core.models import FailureRecord
 from ..core.ports import Mailer, StateStore
 from ..core.untrusted_json import parse_untrusted_json
@@ -51,11 +51,12 @@ class FailureNotifier:
 
     def _failure_for(self, letter: DeadLetter) -> FailureRecord:
         """The recorded original failure; otherwise what the dead-letter properties say."""
-        recorded = self._state.get_failure(letter.message_id)
+        key = failure_key(letter.message_id, letter.body)
+        recorded = self._state.get_failure(key)
         if recorded is not None:
             return recorded
         return FailureRecord(
-            message_id=letter.message_id,
+            message_id=key,
             entra_id=_entra_id_of(letter.body),
             action="reconcile",
             code=letter.dead_letter_reason or "DeadLettered",

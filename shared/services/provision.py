@@ -24,7 +24,7 @@ from ..core.mapping import (
     fields_hash,
     resolve_role_names,
 )
-from ..core.messages import ReconcileMessage
+from ..core.messages import ReconcileMessage, failure_key
 from ..core.models import AppRole, EntraUserState, FailureRecord, SalesforceUser, UserLink
 from ..core.planning import Operation, index_for_matching, match_by_precedence, out_of_scope_reason, plan_user
 from ..core.ports import Directory, ReconcileQueue, SalesforceOrg, StateStore
@@ -151,6 +151,7 @@ class Provisioner:
     async def handle_message(self, body: bytes | str, message_id: str) -> UserResult:
         """Process one queue message. Returns normally when the message can be completed (applied,
         nothing to do, or a retry was scheduled); raises MessageFailed when it must be dead-lettered."""
+        message_id = failure_key(message_id, body)
         recorded = self._state.get_failure(message_id)
         if recorded is not None:
             log.info("message %s already failed with %s; waiting for dead-lettering", message_id, recorded.code)

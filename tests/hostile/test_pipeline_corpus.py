@@ -17,11 +17,13 @@ from typing import Any, AsyncIterator
 import pytest
 import pytest_asyncio
 from azure.servicebus import ServiceBusMessage
+from azure.servicebus.amqp import AmqpAnnotatedMessage
 
 from cli.local_stack import QUEUE, LocalStack, environment, local_stack
 from emulators.functions_host import registered_functions, to_functions_message
 from emulators.salesforce.knobs import RawResponse
 from shared.adapters.state_sqlite import SqliteStateStore
+from shared.core.messages import failure_key
 from shared.services.provision import MessageFailed
 from tests.functions.service_bus_io import QueueSession, reconcile_message
 
@@ -96,13 +98,14 @@ def hire(stack: LocalStack, attributes: dict[str, Any], role: str = "Standard Us
     return user_id
 
 
-async def deliver(stack: LocalStack, functions, queue: QueueSession, message: ServiceBusMessage) -> str:
+async def deliver(stack: LocalStack, functions, queue: QueueSession, message: ServiceBusMessage | AmqpAnnotatedMessage) -> str:
     """Send the message and deliver it as the host does until it is completed ("completed") or
     dead-lettered by the max delivery count ("dead-lettered"). A crash fails the test."""
     dead = stack.servicebus.dead_letter_count(QUEUE)
     await queue.send(message)
+    message_id = getattr(message, "message_id", None)  # a raw AMQP message may have none
     while True:
-        received, binding = await queue.receive_binding(message.message_id)
+        received, binding = await queue.receive_binding(message_id)
         try:
             await functions["provision_user"](binding)
         except MessageFailed:
@@ -112,12 +115,12 @@ async def deliver(stack: LocalStack, functions, queue: QueueSession, message: Se
             continue
         except Exception as exc:  # the worker would log an unhandled exception: a defect
             await queue.complete(received)  # out of the way of the next cases
-            pytest.fail(f"provision_user crashed on message {message.message_id}: {exc!r}")
+            pytest.fail(f"provision_user crashed on message {message_id}: {exc!r}")
         await queue.complete(received)
         return "completed"
 
 
-async def digest_of_dead_letter(stack: LocalStack, functions, dead_letters: QueueSession, message_id: str) -> str:
+async def digest_of_dead_letter(stack: LocalStack, functions, dead_letters: QueueSession, message_id: str | None) -> str:
     """Run notify_failures on the dead-lettered message as its trigger would; the digest email's body."""
     outbox = len(stack.graph.outbox)
     [received] = await dead_letters.receive(1)
@@ -143,9 +146,12 @@ WRITES = ("created", "updated")  # outcomes that change the org
 
 
 async def check_outcome(stack, functions, dead_letters, state, caplog, *, expect: dict[str, Any], outcome: str,
-                        message_id: str, entra_id: str | None, before: dict[str, Any], write_requests: int = 0) -> None:
+                        message_id: str, entra_id: str | None, before: dict[str, Any], write_requests: int = 0,
+                        sent_id: str | None = "") -> None:
     """The assertions every case shares: how the message was settled, what was recorded and written.
-    `before` is the snapshot taken just before the message was sent (its "link": the user's link then)."""
+    `message_id` is what the failure is recorded under; `sent_id` the id the message carried, when it
+    differs (a message sent without one). `before` is the snapshot taken just before the message was
+    sent (its "link": the user's link then)."""
     assert outcome == ("dead-lettered" if expect["outcome"] == "dead-lettered" else "completed")
     if "log" in expect:
         assert expect["log"] in caplog.text
@@ -158,7 +164,7 @@ async def check_outcome(stack, functions, dead_letters, state, caplog, *, expect
         assert failure.code == expect["code"]
         for fragment in expect.get("reason_contains", []):
             assert fragment in failure.description
-        digest = await digest_of_dead_letter(stack, functions, dead_letters, message_id)
+        digest = await digest_of_dead_letter(stack, functions, dead_letters, message_id if sent_id == "" else sent_id)
         assert expect["code"] in digest and message_id in digest
         for text in expect.get("reason_excludes", []):  # a sender's text never reaches the record or the email
             assert text not in failure.description and text not in digest
@@ -196,10 +202,20 @@ async def test_queue_case(case, stack, functions, queue, dead_letters, state, wa
         assert not any(text in digest for text in case["expect"]["digest_excludes"])
         assert stack.org.calls.total == before["calls"] and stack.org.users() == before["users"]
         return
+    sent_id: str | None = message_id
+    if case.get("without_message_id"):  # as a producer other than the Python SDK may send it
+        message, sent_id = AmqpAnnotatedMessage(data_body=body_bytes(case["body"])), None
+        message_id = failure_key(None, body_bytes(case["body"]))
     with caplog.at_level(logging.INFO):
         outcome = await deliver(stack, functions, queue, message)
+        if "followed_by" in case:  # the next message, before the first one's failure has been reported
+            follower = body_bytes(case["followed_by"]["body"])
+            sent = AmqpAnnotatedMessage(data_body=follower) if case.get("without_message_id") else \
+                ServiceBusMessage(follower, message_id=f"corpus-{uuid.uuid4()}")
+            assert await deliver(stack, functions, queue, sent) == case["followed_by"]["outcome"]
+            before = {**before, "writes": stack.org.calls.writes, "calls": stack.org.calls.total}
         await check_outcome(stack, functions, dead_letters, state, caplog, expect=case["expect"], outcome=outcome,
-                            message_id=message_id, entra_id=None, before=before)
+                            message_id=message_id, entra_id=None, before=before, sent_id=sent_id)
 
 
 # ---- Entra attribute values -------------------------------------------------------------------------
