@@ -155,6 +155,8 @@ class EmulatedOrg:
         self.query_log: deque[tuple[str, tuple[str, ...]]] = deque(maxlen=1000)
         self.connected_apps: dict[str, ConnectedApp] = {}
         self._passwords: dict[str, str] = {}  # lower-case username → password + security token
+        # Permission sets every new user gets in the same transaction, like an org's record-triggered Flow.
+        self.assigned_on_create: list[str] = []
         self.permissions = PermissionCatalog(lambda prefix: salesforce_id(prefix, self._pod, next(self._numbers)), _now)
         for name, license in profiles.items():
             self.add_profile(name, license)
@@ -229,6 +231,8 @@ class EmulatedOrg:
             stamp = _now()
             record.update(Id=user_id, CreatedDate=stamp, LastModifiedDate=stamp, SystemModstamp=stamp)
             self._store(record)
+            for permission_set_id in self.assigned_on_create:  # as an admin's record-triggered Flow would
+                self.permissions.assign({"AssigneeId": user_id, "PermissionSetId": permission_set_id}, record)
             return user_id
 
     def update_user(self, user_id: str, fields: Mapping[str, Any]) -> None:

@@ -321,3 +321,17 @@ def test_a_missing_permission_set_has_its_own_advice_in_the_failure_email():
 
     advice = guidance_for("PermissionSetNotFound")
     assert advice.connector_code == "SalesforcePermissionSetNotFound" and "mapping file" in advice.advice
+
+
+async def test_a_set_the_org_assigns_on_create_is_taken_as_theirs_not_duplicated(world: World):
+    world.org.assigned_on_create.append(world.sets["Sales_Ops"])  # e.g. a Flow on new users
+    ann = world.hire("ann", SALES_GROUP)
+
+    [created] = await world.provisioner.reconcile([ann])  # a new user is not queried: the create meets it
+
+    assert created.error is None and created.permission_sets.added == ("PermissionSetGroup:Support_Agents",)
+    assert created.permission_sets.manual == ("PermissionSet:Sales_Ops",)
+    assert dict(world.state.get_link(ann).permission_sets)["PermissionSet:Sales_Ops"] == ""
+    world.tenant.remove_member(SALES_GROUP, ann)
+    await world.provisioner.reconcile([ann])
+    assert world.held(ann) == {"Sales_Ops"}  # the Flow's assignment stays
