@@ -16,7 +16,7 @@ and checks what the burst leaves behind:
    written; every notified user was queued; nothing dead-lettered.
 
     .venv/bin/python -m benchmarks.notification_burst [--notifications 10000] [--users 2000] [--concurrency 32]
-                                                      [--servicebus-delay SECONDS] [--json]
+                                                      [--servicebus-delay SECONDS] [--provision-while-firing] [--json]
 
 `--servicebus-delay` makes the Service Bus stand-in accept each send that late during the burst: the
 webhook should still answer within Graph's 3 s (503 past its 2 s enqueue deadline, which Graph retries).
@@ -36,8 +36,9 @@ from typing import Any
 
 import aiohttp
 
-from cli.demo import drain_queue
+from cli.demo import drain_queue, provision_trigger
 from cli.local_stack import QUEUE
+from emulators.functions_host import Invocation
 from emulators.graph.subscriptions import change_notification
 
 from .webhook_stack import WebhookStack, latency_figures, provisioned_webhook_stack, quiet_logging
@@ -165,9 +166,9 @@ async def fire_from_another_process(url: str, posts: list[bytes], concurrency: i
 
 
 async def run_burst(running: WebhookStack, notifications: int, concurrency: int, seed: int = 11,
-                    servicebus_delay: float = 0.0) -> dict[str, Any]:
-    """Plan, fire (with Service Bus accepting each send `servicebus_delay` seconds late), drain and
-    check; returns the figures."""
+                    servicebus_delay: float = 0.0, provision_while_firing: bool = False) -> dict[str, Any]:
+    """Plan, fire (with Service Bus accepting each send `servicebus_delay` seconds late, and the queue
+    trigger already running when `provision_while_firing`), drain and check; returns the figures."""
     stack = running.stack
     plan = await plan_burst(running, notifications, seed)
     org, bus = stack.org, stack.servicebus
@@ -177,18 +178,24 @@ async def run_burst(running: WebhookStack, notifications: int, concurrency: int,
     dead_before = len(bus.messages_seen(QUEUE, dead_letter=True))
     held_before = bus.message_count(QUEUE)  # users parked for licences by the first sync
 
+    trigger = provision_trigger(stack)
+    provisioning = asyncio.create_task(trigger.run()) if provision_while_firing else None
+    invocations: list[Invocation] = []
     started = time.perf_counter()
     bus.slow_sends(servicebus_delay)
     try:
         deliveries = await fire_from_another_process(running.http.url_for("graph_notifications"), plan.posts, concurrency)
     finally:
         bus.slow_sends(0)
+        if provisioning is not None:
+            trigger.stop()
+            invocations = await provisioning
     burst_seconds = time.perf_counter() - started
     await asyncio.sleep(servicebus_delay)  # sends the webhook gave up waiting for land meanwhile
     queued = [json.loads(m.body or b"") for m in bus.messages_seen(QUEUE)[queued_before:]]
 
     started = time.perf_counter()
-    invocations = await drain_queue(stack)
+    invocations += await drain_queue(stack)
     drain_seconds = time.perf_counter() - started
 
     writes = org.writes_by_user()
@@ -209,6 +216,7 @@ async def run_burst(running: WebhookStack, notifications: int, concurrency: int,
         "replayed_posts": plan.replays,
         "concurrency": concurrency,
         "servicebus_delay_seconds": servicebus_delay,
+        "provision_while_firing": provision_while_firing,
         "notified_users": len(notified),
         "changed_users": len(plan.changed),
         "out_of_scope_users": len(plan.out_of_scope),
@@ -238,9 +246,11 @@ async def run_burst(running: WebhookStack, notifications: int, concurrency: int,
     }
 
 
-async def measure(users: int, notifications: int, concurrency: int, servicebus_delay: float) -> dict[str, Any]:
+async def measure(users: int, notifications: int, concurrency: int, servicebus_delay: float,
+                  provision_while_firing: bool) -> dict[str, Any]:
     async with provisioned_webhook_stack(users) as running:
-        figures = await run_burst(running, notifications, concurrency, servicebus_delay=servicebus_delay)
+        figures = await run_burst(running, notifications, concurrency, servicebus_delay=servicebus_delay,
+                                  provision_while_firing=provision_while_firing)
     return {**figures, "tenant_users": users}
 
 
@@ -249,6 +259,7 @@ def _print_table(f: dict[str, Any]) -> None:
     from rich.table import Table
 
     slow = f", Service Bus accepting sends {f['servicebus_delay_seconds']:g} s late" if f["servicebus_delay_seconds"] else ""
+    slow += ", provisioning meanwhile" if f["provision_while_firing"] else ""
     table = Table(title=f"{f['notifications']:,} change notifications in {f['posts']:,} posts "
                         f"({f['concurrency']} at a time), {f['tenant_users']:,}-user tenant{slow}",
                   show_header=False, title_justify="left")
@@ -262,7 +273,7 @@ def _print_table(f: dict[str, Any]) -> None:
         ("users notified (changed / out of scope)", f"{f['notified_users']} ({f['changed_users']} / {f['out_of_scope_users']})"),
         ("messages queued (users)", f"{f['queued_messages']} ({f['queued_users']})"),
         ("re-deliveries dropped by duplicate detection", f["duplicates_dropped_by_service_bus"]),
-        ("drain duration (invocations, failed)", f"{f['drain_seconds']} s ({f['invocations']}, {f['invocations_failed']})"),
+        ("drain after the burst (invocations, failed)", f"{f['drain_seconds']} s ({f['invocations']}, {f['invocations_failed']})"),
         ("Salesforce calls (write calls, records written)", f"{f['salesforce_calls']} ({f['salesforce_write_calls']}, {f['salesforce_record_writes']})"),
         ("changed users reconciled", f"{f['reconciled']} of {f['changed_users']}"),
         ("duplicate writes", f["duplicate_writes"]),
@@ -282,13 +293,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight at once (default 32)")
     parser.add_argument("--servicebus-delay", type=float, default=0.0, metavar="SECONDS",
                         help="Service Bus accepts each send this late during the burst (default 0)")
+    parser.add_argument("--provision-while-firing", action="store_true",
+                        help="run the queue trigger during the burst, in the webhook's process, as one Function App "
+                             "instance does (default: drain after the burst)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     if args.notifications < 1 or args.concurrency < 1 or args.users < 40 or args.servicebus_delay < 0:
         parser.error("--notifications and --concurrency must be at least 1, --users at least 40, "
                      "--servicebus-delay not negative")
     quiet_logging()
-    figures = asyncio.run(measure(args.users, args.notifications, args.concurrency, args.servicebus_delay))
+    figures = asyncio.run(measure(args.users, args.notifications, args.concurrency, args.servicebus_delay,
+                                  args.provision_while_firing))
     print(json.dumps(figures)) if args.json else _print_table(figures)
 
 

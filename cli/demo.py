@@ -81,15 +81,19 @@ async def run_cycle(stack: LocalStack, on_progress: Callable[[int], None] | None
     )
 
 
+def provision_trigger(stack: LocalStack, on_invocation: Callable[[Invocation], None] | None = None) -> QueueTriggerHost:
+    """provision_user on the queue trigger, with host.json's concurrency."""
+    import function_app
+
+    return QueueTriggerHost(stack.env["ServiceBusConnection"], QUEUE, registered_functions(function_app.app)["provision_user"],
+                            on_invocation=on_invocation, max_concurrent_calls=max_concurrent_calls())
+
+
 async def drain_queue(stack: LocalStack, on_invocation: Callable[[Invocation], None] | None = None,
                       idle_seconds: float = IDLE_SECONDS) -> list[Invocation]:
     """Run provision_user on the queue trigger (host.json's concurrency) until the queue is empty and no
     retry is due within RETRY_HORIZON_SECONDS; returns every invocation."""
-    import function_app
-
-    provision = QueueTriggerHost(stack.env["ServiceBusConnection"], QUEUE,
-                                 registered_functions(function_app.app)["provision_user"],
-                                 on_invocation=on_invocation, max_concurrent_calls=max_concurrent_calls())
+    provision = provision_trigger(stack, on_invocation)
     invocations: list[Invocation] = []
     while True:
         invocations += await provision.run(idle_seconds=idle_seconds)

@@ -148,11 +148,13 @@ class ChangeNotificationReceiver:
         try:
             await asyncio.wait_for(asyncio.shield(sending), self._deadline)
         except asyncio.TimeoutError:
-            _LATE_SENDS.add(sending)
-            sending.add_done_callback(_late_send_done)
             raise EnqueueFailed(f"enqueueing {len(messages)} users took longer than {self._deadline:g} s") from None
         except ProvisioningError as exc:
             raise EnqueueFailed(f"enqueueing {len(messages)} users failed: {exc.code}") from exc
+        finally:
+            if not sending.done():  # past the deadline, or the request was cancelled: let it finish
+                _LATE_SENDS.add(sending)
+                sending.add_done_callback(_late_send_done)
 
     def _client_state_matches(self, value: object) -> bool:
         candidate = value.encode() if isinstance(value, str) else b""
