@@ -284,7 +284,12 @@ class Provisioner:
     async def _map(self, work: list[_Work]) -> None:
         mapping = self._config.mapping
         defaults = {f.target: f.default for f in mapping.fields if f.default is not None}
-        roles = await self._app_roles() if work else {}
+        try:
+            roles = await self._app_roles() if work else {}
+        except ProvisioningError as exc:  # Graph down: each user retries on the message's own backoff
+            for w in work:
+                w.error = w.error or exc
+            return
         references = SalesforceReferences(self._org)
         for w in work:
             if w.error is not None or w.state is None:

@@ -30,7 +30,7 @@ import pytest_asyncio
 from azure.functions.timer import TimerRequest
 
 from cli.__main__ import main as cli_main
-from cli.demo import run_cycle as demo_cycle
+from cli.demo import drain_queue, run_cycle as demo_cycle
 from cli.local_stack import QUEUE, LocalStack, environment, local_stack
 from emulators.functions_host import registered_functions
 from shared.core.errors import TransientError
@@ -249,3 +249,23 @@ async def test_empty_assignment_lists_after_an_outage_are_held_and_dissolve_when
     assert held_ids() == set() and before <= active_linked(stack)
     # (Users whose creates fail for good fail again, re-reconciled after the recovery: a failure digest.)
     assert recovered.summary.outcome["deactivated"] == 0 and len(hold_notices(stack)) == notices + 1
+
+
+async def test_a_graph_outage_while_provisioning_waits_on_the_retry_policy_not_the_hosts_redeliveries(stack):
+    """A worker that has just started reads the app's roles first; Graph failing then must fail each
+    user of the batch (retried on the message's own backoff), not the invocation: an invocation that
+    raises is redelivered at once by the host and dead-lettered after 10 deliveries without a reason."""
+    state = container().state
+    user = next(u for u in sorted(active_linked(stack)) if stack.tenant.find_user(u).get("givenName"))
+    stack.tenant.update_user(user, givenName="Renamedduringoutage")
+    with environment({"LEASE_SECONDS": "119"}):  # other settings: another container, a fresh worker
+        try:
+            await functions()["detect_changes"](TimerRequest(past_due=False))
+            stack.graph.faults.add("servicePrincipals.get", 500, times=2)
+            invocations = await drain_queue(stack, idle_seconds=0.4)
+        finally:
+            stack.graph.faults.clear()
+            await container().aclose()
+    assert len(invocations) >= 3 and {i.outcome for i in invocations} == {"completed"}
+    assert max(i.delivery_count for i in invocations) == 1  # retries are new messages, not redeliveries
+    assert stack.org.get_user(state.get_link(user).salesforce_id)["FirstName"] == "Renamedduringoutage"
