@@ -7,7 +7,9 @@ from dataclasses import asdict, fields
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping
 
+from shared.core.escrow import EscrowEntry
 from shared.core.models import FailureRecord, UserLink
+from shared.core.quarantine import QUARANTINE_REASONS, QuarantineStatus
 from shared.core.safety import HOLD_STATUSES, HeldDeactivation
 
 Clock = Callable[[], datetime]
@@ -15,6 +17,8 @@ Clock = Callable[[], datetime]
 LINK_FIELDS = tuple(f.name for f in fields(UserLink))
 FAILURE_FIELDS = tuple(f.name for f in fields(FailureRecord))
 HELD_FIELDS = tuple(f.name for f in fields(HeldDeactivation))
+ESCROW_FIELDS = tuple(f.name for f in fields(EscrowEntry))
+QUARANTINE_FIELDS = tuple(f.name for f in fields(QuarantineStatus))
 WINDOW_BUCKET_SECONDS = 60  # deactivations are counted per minute: the window is exact to a minute
 MAX_DESCRIPTION_CHARS = 8000
 TRUNCATED = " [truncated]"
@@ -150,11 +154,65 @@ def window_grant(
     buckets older than the window dropped."""
     if wanted < 0 or limit < 0 or not window_seconds > 0:
         raise ValueError(f"need wanted >= 0, limit >= 0 and a positive window, got {wanted}, {limit}, {window_seconds}")
-    oldest = to_iso(now - timedelta(seconds=window_seconds))
-    counts = {bucket: n for bucket, n in json.loads(counts_json or "{}").items() if bucket > oldest}
+    counts = _window_buckets(counts_json, now, window_seconds)
     granted = max(0, min(wanted, limit - sum(counts.values())))
     if granted:
-        epoch = int(now.timestamp()) // WINDOW_BUCKET_SECONDS * WINDOW_BUCKET_SECONDS
-        bucket = to_iso(datetime.fromtimestamp(epoch, timezone.utc))
+        bucket = _current_bucket(now)
         counts[bucket] = counts.get(bucket, 0) + granted
     return granted, json.dumps(counts, sort_keys=True)
+
+
+def _window_buckets(counts_json: str | None, now: datetime, window_seconds: float) -> dict[str, Any]:
+    """The per-minute buckets (bucket start → value) of the last window_seconds."""
+    if not window_seconds > 0:
+        raise ValueError(f"need a positive window, got {window_seconds}")
+    oldest = to_iso(now - timedelta(seconds=window_seconds))
+    return {bucket: n for bucket, n in json.loads(counts_json or "{}").items() if bucket > oldest}
+
+
+def _current_bucket(now: datetime) -> str:
+    epoch = int(now.timestamp()) // WINDOW_BUCKET_SECONDS * WINDOW_BUCKET_SECONDS
+    return to_iso(datetime.fromtimestamp(epoch, timezone.utc))
+
+
+def outcome_window(
+    counts_json: str | None, now: datetime, succeeded: int, failed: int, window_seconds: float
+) -> tuple[tuple[int, int], str]:
+    """Add a batch's outcomes to the rolling window (JSON: bucket start → [succeeded, failed]); the
+    window's totals with them, and the buckets to store (those older than the window dropped)."""
+    if succeeded < 0 or failed < 0:
+        raise ValueError(f"outcome counts must not be negative, got {succeeded}, {failed}")
+    buckets = _window_buckets(counts_json, now, window_seconds)
+    if succeeded or failed:
+        bucket = _current_bucket(now)
+        ok, bad = buckets.get(bucket, (0, 0))
+        buckets[bucket] = [ok + succeeded, bad + failed]
+    totals = (sum(v[0] for v in buckets.values()), sum(v[1] for v in buckets.values()))
+    return totals, json.dumps(buckets, sort_keys=True)
+
+
+def quarantine_text(status: QuarantineStatus) -> str:
+    if status.reason not in QUARANTINE_REASONS:
+        raise ValueError(f"quarantine reason must be one of {sorted(QUARANTINE_REASONS)}, got {status.reason!r}")
+    required_text("quarantine start", status.since)
+    required_text("next probe time", status.probe_at)
+    return json.dumps(asdict(status), sort_keys=True)
+
+
+def quarantine_from(text: str) -> QuarantineStatus:
+    values = json.loads(text)
+    return QuarantineStatus(**{name: values[name] for name in QUARANTINE_FIELDS if name in values})
+
+
+def escrow_values(entry: EscrowEntry) -> dict[str, Any]:
+    values = asdict(entry)
+    values["entra_id"] = object_key(entry.entra_id)
+    required_text("escrow failure code", entry.code)
+    required_text("first failure time", entry.first_failed_at)
+    if len(entry.description) > MAX_DESCRIPTION_CHARS:
+        values["description"] = entry.description[: MAX_DESCRIPTION_CHARS - len(TRUNCATED)] + TRUNCATED
+    return values
+
+
+def escrow_from(values: Mapping[str, Any]) -> EscrowEntry:
+    return EscrowEntry(**{name: values[name] for name in ESCROW_FIELDS if values.get(name) is not None})

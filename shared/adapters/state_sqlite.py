@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
 from shared.core.errors import TransientError
+from shared.core.escrow import EscrowEntry
 from shared.core.models import FailureRecord, UserLink
+from shared.core.quarantine import QuarantineStatus
 from shared.core.safety import HeldDeactivation
 
 from .state_codec import (
+    ESCROW_FIELDS,
     FAILURE_FIELDS,
     HELD_FIELDS,
     LINK_FIELDS,
@@ -24,6 +27,8 @@ from .state_codec import (
     assignment_changes,
     cursor_update,
     decode_roles,
+    escrow_from,
+    escrow_values,
     failure_from,
     failure_values,
     held_from,
@@ -33,6 +38,9 @@ from .state_codec import (
     link_from,
     link_values,
     object_key,
+    outcome_window,
+    quarantine_from,
+    quarantine_text,
     required_text,
     salesforce_key,
     utc_now,
@@ -47,6 +55,8 @@ CREATE TABLE IF NOT EXISTS leases (key TEXT PRIMARY KEY, owner TEXT NOT NULL, ex
 CREATE TABLE IF NOT EXISTS failures ({", ".join(f"{name} TEXT" for name in FAILURE_FIELDS)}, PRIMARY KEY (message_id));
 CREATE TABLE IF NOT EXISTS held ({", ".join(f"{name} TEXT" for name in HELD_FIELDS)}, PRIMARY KEY (entra_id));
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS escrow ({", ".join(f"{name} {'INTEGER' if name in ('failures', 'retries') else 'TEXT'}"
+                                            for name in ESCROW_FIELDS)}, PRIMARY KEY (entra_id));
 """
 
 
@@ -200,6 +210,49 @@ class SqliteStateStore:
         keys = [(object_key(entra_id),) for entra_id in entra_ids]
         with self._transaction() as db:
             db.executemany("DELETE FROM held WHERE entra_id = ?", keys)
+
+    # quarantine
+    def record_outcomes(self, succeeded: int, failed: int, window_seconds: float) -> tuple[int, int]:
+        now = self._clock()
+        with self._transaction() as db:
+            row = db.execute("SELECT value FROM counters WHERE name = 'outcomes'").fetchone()
+            totals, counts = outcome_window(row[0] if row else None, now, succeeded, failed, window_seconds)
+            db.execute("INSERT OR REPLACE INTO counters (name, value) VALUES ('outcomes', ?)", (counts,))
+        return totals
+
+    def clear_outcomes(self) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM counters WHERE name = 'outcomes'")
+
+    def get_quarantine(self) -> QuarantineStatus | None:
+        row = self._fetch_one("SELECT value FROM counters WHERE name = 'quarantine'", ())
+        return quarantine_from(row[0]) if row else None
+
+    def put_quarantine(self, status: QuarantineStatus | None) -> None:
+        text = quarantine_text(status) if status is not None else None
+        with self._transaction() as db:
+            if text is None:
+                db.execute("DELETE FROM counters WHERE name = 'quarantine'")
+            else:
+                db.execute("INSERT OR REPLACE INTO counters (name, value) VALUES ('quarantine', ?)", (text,))
+
+    # escrow
+    def escrows(self) -> list[EscrowEntry]:
+        with self._errors(), self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(ESCROW_FIELDS)} FROM escrow").fetchall()
+        return [escrow_from(dict(zip(ESCROW_FIELDS, row))) for row in rows]
+
+    def get_escrow(self, entra_id: str) -> EscrowEntry | None:
+        row = self._fetch_one(f"SELECT {', '.join(ESCROW_FIELDS)} FROM escrow WHERE entra_id = ?", (object_key(entra_id),))
+        return escrow_from(dict(zip(ESCROW_FIELDS, row))) if row else None
+
+    def put_escrow(self, entry: EscrowEntry) -> None:
+        self._replace_row("escrow", escrow_values(entry))
+
+    def delete_escrows(self, entra_ids: Iterable[str]) -> None:
+        keys = [(object_key(entra_id),) for entra_id in entra_ids]
+        with self._transaction() as db:
+            db.executemany("DELETE FROM escrow WHERE entra_id = ?", keys)
 
     # plumbing
     def _fetch_one(self, sql: str, parameters: tuple[str, ...]) -> tuple | None:

@@ -1,7 +1,7 @@
 """The StateStore port over Azure Table Storage (azure-data-tables, sync client).
 
-Seven tables named <prefix>Cursors, <prefix>Assignments, <prefix>Links, <prefix>Leases, <prefix>Failures,
-<prefix>Held and <prefix>Counters, each created on first use. Per-user entities live in one of 16 partitions chosen by a stable hash of the
+Eight tables named <prefix>Cursors, <prefix>Assignments, <prefix>Links, <prefix>Leases, <prefix>Failures,
+<prefix>Held, <prefix>Counters and <prefix>Escrow, each created on first use. Per-user entities live in one of 16 partitions chosen by a stable hash of the
 key, so snapshot writes batch into transactions (≤100 operations, one partition each) while load still
 spreads. RowKeys are the keys with the characters Table Storage forbids escaped reversibly."""
 from __future__ import annotations
@@ -25,7 +25,9 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
 from shared.core.errors import PermanentError, TransientError
+from shared.core.escrow import EscrowEntry
 from shared.core.models import FailureRecord, UserLink
+from shared.core.quarantine import QuarantineStatus
 from shared.core.safety import HeldDeactivation
 
 from .state_codec import (
@@ -33,6 +35,8 @@ from .state_codec import (
     assignment_changes,
     cursor_update,
     decode_roles,
+    escrow_from,
+    escrow_values,
     failure_from,
     failure_values,
     held_from,
@@ -42,13 +46,16 @@ from .state_codec import (
     link_from,
     link_values,
     object_key,
+    outcome_window,
+    quarantine_from,
+    quarantine_text,
     required_text,
     salesforce_key,
     utc_now,
     window_grant,
 )
 
-_TABLE_KINDS = ("Cursors", "Assignments", "Links", "Leases", "Failures", "Held", "Counters")
+_TABLE_KINDS = ("Cursors", "Assignments", "Links", "Leases", "Failures", "Held", "Counters", "Escrow")
 _TABLE_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,50}$")
 _TRANSACTION_LIMIT = 100
 _CURSOR_PARTITION = "cursor"
@@ -56,6 +63,8 @@ _CURSOR_PARTITION = "cursor"
 _CLAIM_ATTEMPTS = 3
 _COUNTER_PARTITION = "counter"
 _DEACTIVATIONS = "deactivations"
+_OUTCOMES = "outcomes"
+_QUARANTINE = "quarantine"
 # Every worker that deactivates in a batch updates one counter entity; a lost race only re-reads it.
 _RESERVE_ATTEMPTS = 10
 
@@ -261,21 +270,27 @@ class TableStateStore:
     @_translate_errors
     def reserve_deactivations(self, wanted: int, limit: int, window_seconds: float) -> int:
         """Read the counter, add, write back only if nobody changed it since (ETag)."""
+        return self._update_counter(
+            _DEACTIVATIONS, lambda counts: window_grant(counts, self._clock(), wanted, limit, window_seconds))
+
+    def _update_counter(self, name: str, update: Callable[[str | None], tuple[R, str]]) -> R:
+        """Read a counter entity, compute its new value, write it back only if nobody changed it
+        since (ETag); `update` maps the stored value to (result, new value)."""
         table = self._table("Counters")
         for _ in range(_RESERVE_ATTEMPTS):
-            current = self._get(table, _COUNTER_PARTITION, _DEACTIVATIONS)
-            granted, counts = window_grant(current["value"] if current else None, self._clock(), wanted, limit, window_seconds)
-            entity = {"PartitionKey": _COUNTER_PARTITION, "RowKey": _DEACTIVATIONS, "value": counts}
+            current = self._get(table, _COUNTER_PARTITION, name)
+            result, value = update(current["value"] if current else None)
+            entity = {"PartitionKey": _COUNTER_PARTITION, "RowKey": name, "value": value}
             try:
                 if current is None:
                     table.create_entity(entity)
                 else:
                     table.update_entity(entity, mode=UpdateMode.REPLACE, etag=current.metadata["etag"],
                                         match_condition=MatchConditions.IfNotModified)
-                return granted
+                return result
             except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
                 continue
-        raise TransientError("CounterContended", "the deactivation counter kept changing under us", system="state")
+        raise TransientError("CounterContended", f"the {name} counter kept changing under us", system="state")
 
     @_translate_errors
     def count_active_links(self) -> int:
@@ -301,6 +316,51 @@ class TableStateStore:
     def delete_held_deactivations(self, entra_ids: Iterable[str]) -> None:
         keys = {object_key(entra_id) for entra_id in entra_ids}
         self._submit_by_partition(self._table("Held"), [("delete", _entity_address(key)) for key in sorted(keys)])
+
+    # quarantine
+    @_translate_errors
+    def record_outcomes(self, succeeded: int, failed: int, window_seconds: float) -> tuple[int, int]:
+        return self._update_counter(
+            _OUTCOMES, lambda counts: outcome_window(counts, self._clock(), succeeded, failed, window_seconds))
+
+    @_translate_errors
+    def clear_outcomes(self) -> None:
+        self._table("Counters").delete_entity(_COUNTER_PARTITION, _OUTCOMES)
+
+    @_translate_errors
+    def get_quarantine(self) -> QuarantineStatus | None:
+        entity = self._get(self._table("Counters"), _COUNTER_PARTITION, _QUARANTINE)
+        return quarantine_from(entity["value"]) if entity else None
+
+    @_translate_errors
+    def put_quarantine(self, status: QuarantineStatus | None) -> None:
+        table = self._table("Counters")
+        if status is None:
+            table.delete_entity(_COUNTER_PARTITION, _QUARANTINE)
+        else:
+            entity = {"PartitionKey": _COUNTER_PARTITION, "RowKey": _QUARANTINE, "value": quarantine_text(status)}
+            table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    # escrow
+    @_translate_errors
+    def escrows(self) -> list[EscrowEntry]:
+        return [escrow_from(entity) for entity in self._table("Escrow").list_entities()]
+
+    @_translate_errors
+    def get_escrow(self, entra_id: str) -> EscrowEntry | None:
+        key = object_key(entra_id)
+        entity = self._get(self._table("Escrow"), _bucket(key), encode_key(key))
+        return escrow_from(entity) if entity else None
+
+    @_translate_errors
+    def put_escrow(self, entry: EscrowEntry) -> None:
+        values = escrow_values(entry)
+        self._put(self._table("Escrow"), values["entra_id"], values)
+
+    @_translate_errors
+    def delete_escrows(self, entra_ids: Iterable[str]) -> None:
+        keys = {object_key(entra_id) for entra_id in entra_ids}
+        self._submit_by_partition(self._table("Escrow"), [("delete", _entity_address(key)) for key in sorted(keys)])
 
     # plumbing
     def _table(self, kind: str) -> TableClient:

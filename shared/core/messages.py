@@ -13,8 +13,9 @@ from .untrusted_json import parse_untrusted_json
 
 SCHEMA_VERSION = 1
 MAX_MESSAGE_BYTES = 4096
-Reason = Literal["delta", "assignment", "membership", "notification", "on-demand", "resync", "retry"]
+Reason = Literal["delta", "assignment", "membership", "notification", "on-demand", "resync", "retry", "escrow"]
 REASONS: frozenset[str] = frozenset(get_args(Reason))
+_DERIVED_SUFFIXES = re.compile(r"(/retry\d+|/deferred\d+)+$")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
@@ -35,13 +36,15 @@ def failure_key(message_id: str | None, body: bytes | str) -> str:
 @dataclass(frozen=True, slots=True)
 class ReconcileMessage:
     """`message_id` is derived from what caused the message, so a re-sent cycle produces the same ids
-    and Service Bus duplicate detection drops them. `attempt` counts scheduled retries."""
+    and Service Bus duplicate detection drops them. `attempt` counts scheduled retries; `deferrals`
+    counts reschedules while the app was quarantined, which never use up attempts."""
 
     entra_id: str
     reason: Reason
     observed_at: datetime
     message_id: str
     attempt: int = 0
+    deferrals: int = 0
 
     @classmethod
     def new(cls, entra_id: str, reason: Reason, cause: str, observed_at: datetime | None = None) -> "ReconcileMessage":
@@ -56,9 +59,16 @@ class ReconcileMessage:
         )
 
     def retry(self) -> "ReconcileMessage":
-        attempt = self.attempt + 1
-        base = self.message_id.split("/retry", 1)[0]
-        return replace(self, attempt=attempt, message_id=f"{base}/retry{attempt}")
+        return self._derived(self.attempt + 1, self.deferrals)
+
+    def defer(self) -> "ReconcileMessage":
+        """The same message again later, because of quarantine: attempts stay as they are."""
+        return self._derived(self.attempt, self.deferrals + 1)
+
+    def _derived(self, attempt: int, deferrals: int) -> "ReconcileMessage":
+        base = _DERIVED_SUFFIXES.sub("", self.message_id)
+        suffix = (f"/retry{attempt}" if attempt else "") + (f"/deferred{deferrals}" if deferrals else "")
+        return replace(self, attempt=attempt, deferrals=deferrals, message_id=base + suffix)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -68,6 +78,7 @@ class ReconcileMessage:
                 "reason": self.reason,
                 "observedAt": self.observed_at.isoformat(),
                 "attempt": self.attempt,
+                **({"deferrals": self.deferrals} if self.deferrals else {}),
             },
             separators=(",", ":"),
         )
@@ -102,4 +113,7 @@ class ReconcileMessage:
         attempt = data.get("attempt", 0)
         if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 0:
             raise InvalidMessage("attempt must be a non-negative integer")
-        return cls(entra_id.lower(), reason, observed_at, message_id or "", attempt)
+        deferrals = data.get("deferrals", 0)
+        if not isinstance(deferrals, int) or isinstance(deferrals, bool) or deferrals < 0:
+            raise InvalidMessage("deferrals must be a non-negative integer")
+        return cls(entra_id.lower(), reason, observed_at, message_id or "", attempt, deferrals)

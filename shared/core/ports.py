@@ -27,6 +27,8 @@ from .models import (
     UserLink,
 )
 from .permission_sets import PermissionTarget
+from .escrow import EscrowEntry
+from .quarantine import QuarantineStatus
 from .safety import HeldDeactivation
 
 
@@ -239,6 +241,39 @@ class StateStore(Protocol):
         ...
 
     def delete_held_deactivations(self, entra_ids: Iterable[str]) -> None:
+        """Absent ids are ignored."""
+        ...
+
+    # quarantine (shared/services/quarantine.py)
+    def record_outcomes(self, succeeded: int, failed: int, window_seconds: float) -> tuple[int, int]:
+        """Atomically across workers: add a batch's counted Salesforce outcomes to a rolling window
+        (to the minute); the totals (succeeded, failed) of the last window_seconds, these included."""
+        ...
+
+    def clear_outcomes(self) -> None:
+        """Forget the window (quarantine lifted: old failures must not quarantine again)."""
+        ...
+
+    def get_quarantine(self) -> QuarantineStatus | None:
+        ...
+
+    def put_quarantine(self, status: QuarantineStatus | None) -> None:
+        """Replace the one quarantine record; None deletes it."""
+        ...
+
+    # escrow: users retried on a schedule after failing for good (shared/services/escrow.py)
+    def escrows(self) -> list[EscrowEntry]:
+        """Every entry, in no particular order (the escrow is small: users failing right now)."""
+        ...
+
+    def get_escrow(self, entra_id: str) -> EscrowEntry | None:
+        ...
+
+    def put_escrow(self, entry: EscrowEntry) -> None:
+        """Insert or replace, keyed by Entra id."""
+        ...
+
+    def delete_escrows(self, entra_ids: Iterable[str]) -> None:
         """Absent ids are ignored."""
         ...
 

@@ -25,7 +25,9 @@ from shared.adapters.state_sqlite import SqliteStateStore
 from shared.adapters.state_tables import TableStateStore, decode_key, encode_key
 from shared.core.errors import PermanentError, TransientError
 from shared.core.messages import ReconcileMessage
+from shared.core.escrow import EscrowEntry
 from shared.core.models import DEFAULT_ACCESS_ROLE_ID, FailureRecord, UserLink
+from shared.core.quarantine import QuarantineStatus
 from shared.core.ports import StateStore
 from shared.core.safety import HeldDeactivation
 
@@ -379,6 +381,82 @@ def test_held_deactivations_round_trip_replace_and_delete(make_store: Callable[[
     assert third not in {h.entra_id for h in store.held_deactivations()}  # nothing of a rejected call written
     store.put_held_deactivations([])
     store.delete_held_deactivations([])
+
+
+# quarantine
+
+def test_outcomes_share_one_rolling_window_until_cleared(make_store: Callable[[], StateStore], clock: ManualClock) -> None:
+    worker_a, worker_b = make_store(), make_store()
+    assert worker_a.record_outcomes(0, 0, window_seconds=900) == (0, 0)
+    assert worker_a.record_outcomes(8, 2, window_seconds=900) == (8, 2)
+    assert worker_b.record_outcomes(1, 5, window_seconds=900) == (9, 7)  # the window is shared
+    clock.advance(600)
+    assert worker_a.record_outcomes(0, 3, window_seconds=900) == (9, 10)
+    clock.advance(360)  # the first minute's outcomes have left the window; those of 6 minutes ago have not
+    assert worker_b.record_outcomes(2, 0, window_seconds=900) == (2, 3)
+    worker_a.clear_outcomes()
+    assert worker_b.record_outcomes(1, 0, window_seconds=900) == (1, 0)
+    worker_a.clear_outcomes()
+    worker_a.clear_outcomes()  # clearing an empty window is fine
+    with pytest.raises(ValueError, match="negative"):
+        worker_a.record_outcomes(-1, 0, window_seconds=900)
+
+
+def test_racing_outcome_records_lose_nothing(make_store: Callable[[], StateStore]) -> None:
+    stores = [make_store() for _ in range(5)]
+    start = threading.Barrier(len(stores))
+
+    def record(worker: int) -> None:
+        start.wait()
+        stores[worker].record_outcomes(3, 1, window_seconds=900)
+
+    with ThreadPoolExecutor(len(stores)) as pool:
+        list(pool.map(record, range(len(stores))))
+    assert stores[0].record_outcomes(0, 0, window_seconds=900) == (15, 5)
+
+
+def test_quarantine_status_round_trips_replaces_and_deletes(make_store: Callable[[], StateStore]) -> None:
+    store, other = make_store(), make_store()
+    assert store.get_quarantine() is None
+    status = QuarantineStatus("failure_ratio", "45 of 60 Salesforce operations failed", "SERVER_UNAVAILABLE",
+                              since="2025-01-01T00:00:00.000000+00:00", probe_at="2025-01-01T00:01:00.000000+00:00")
+    store.put_quarantine(status)
+    assert other.get_quarantine() == status
+    lifted = replace(status, reason="auth", probes=3, active=False, notified_reason="auth",
+                     lifted_at="2025-01-01T02:00:00.000000+00:00", lifted_by="probe")
+    other.put_quarantine(lifted)
+    assert store.get_quarantine() == lifted
+    with pytest.raises(ValueError, match="quarantine reason"):
+        store.put_quarantine(replace(status, reason="boredom"))  # type: ignore[arg-type]
+    assert store.get_quarantine() == lifted  # a refused write changes nothing
+    store.put_quarantine(None)
+    assert other.get_quarantine() is None
+    store.put_quarantine(None)
+
+
+# escrow
+
+def test_escrow_entries_round_trip_replace_and_delete(make_store: Callable[[], StateStore]) -> None:
+    store, other = make_store(), make_store()
+    first, second = guid(), guid()
+    entry = EscrowEntry(first.upper(), "DUPLICATE_USERNAME", "Duplicate Username. " * 600, "create",
+                        first_failed_at="2025-01-01T00:00:00.000000+00:00", last_failed_at="2025-01-01T00:00:00.000000+00:00",
+                        next_retry_at="2025-01-01T06:00:00.000000+00:00")
+    assert store.escrows() == [] and store.get_escrow(first) is None
+    store.put_escrow(entry)
+    stored = other.get_escrow(first)
+    assert stored is not None and stored.entra_id == first and len(stored.description) == MAX_DESCRIPTION_CHARS
+    assert replace(stored, description=entry.description) == replace(entry, entra_id=first)
+    retried = replace(stored, failures=2, retries=1, next_retry_at="", reported_code="DUPLICATE_USERNAME")
+    other.put_escrow(retried)
+    store.put_escrow(replace(entry, entra_id=second, code="RetriesExhausted", description="gave up"))
+    assert sorted(store.escrows(), key=lambda e: e.entra_id != first)[0] == retried
+    assert {e.entra_id for e in other.escrows()} == {first, second}
+    with pytest.raises(ValueError, match="failure code"):
+        store.put_escrow(replace(entry, code=""))
+    store.delete_escrows([second.upper(), guid()])
+    assert other.escrows() == [retried]
+    store.delete_escrows([])
 
 
 # adapter-specific edges
