@@ -1,4 +1,5 @@
-"""Timer: find changed users (assignments + users/delta) and enqueue them."""
+"""Timer: find changed users (assignments + users/delta) and enqueue them, then the users whose
+escrow retry is due."""
 import logging
 
 import azure.functions as func
@@ -14,4 +15,6 @@ log = logging.getLogger(__name__)
 async def detect_changes(timer: func.TimerRequest) -> None:
     if timer.past_due:
         log.warning("detect cycle is running late")
-    await current_container().detector.run_cycle()
+    container = current_container()
+    await container.detector.run_cycle()
+    await container.escrow.enqueue_due()

@@ -29,9 +29,11 @@ from .services import metrics
 from .services.change_notifications import ChangeNotificationReceiver
 from .services.detect_changes import ChangeDetector, DetectConfig
 from .services.import_profiles import ProfileRoleImporter
+from .services.escrow import Escrow, EscrowConfig
 from .services.notify_failures import FailureNotifier
 from .services.on_demand import OnDemandProvisioner
 from .services.provision import Provisioner, ProvisioningConfig, RetryPolicy
+from .services.quarantine import DeferringQueue, Quarantine, QuarantineConfig
 from .services.safety import DeletionGuard, SafetyConfig
 from .services.subscriptions import SubscriptionConfig, SubscriptionManager
 from .settings import Settings, load_settings
@@ -55,6 +57,8 @@ class Container:
     graph_calls: Counter[str]
     graph_client: Any
     safety: DeletionGuard
+    quarantine: Quarantine
+    escrow: Escrow
 
     async def aclose(self) -> None:
         """Close network clients (the CLI and tests; a Functions worker keeps them for its lifetime)."""
@@ -156,6 +160,15 @@ def build_container(settings: Settings) -> Container:
         SafetyConfig(settings.DEACTIVATION_THRESHOLD, settings.DEACTIVATION_THRESHOLD_PERCENT,
                      settings.DEACTIVATION_WINDOW_MINUTES * 60),
     )
+    quarantine = Quarantine(
+        state, mailer, queue, settings.NOTIFY_SENDER, settings.notify_recipients,
+        QuarantineConfig(settings.QUARANTINE_FAILURE_RATIO, settings.QUARANTINE_MIN_OPERATIONS,
+                         settings.QUARANTINE_WINDOW_MINUTES * 60, settings.QUARANTINE_BACKOFF_BASE_SECONDS,
+                         settings.QUARANTINE_BACKOFF_MAX_SECONDS, settings.LEASE_SECONDS),
+    )
+    # The detect timer's and the escrow's messages wait for the next probe while quarantined.
+    deferring_queue = DeferringQueue(queue, quarantine)
+    escrow = Escrow(state, deferring_queue, EscrowConfig(settings.ESCROW_RETRY_SECONDS))
     provisioner = Provisioner(
         directory, org, state, queue,
         ProvisioningConfig(
@@ -166,15 +179,15 @@ def build_container(settings: Settings) -> Container:
             retry=RetryPolicy(settings.RETRY_MAX_ATTEMPTS, settings.RETRY_BASE_SECONDS, settings.RETRY_MAX_SECONDS,
                               settings.LICENSE_RETRY_SECONDS),
         ),
-        safety,
+        safety, quarantine, escrow,
     )
-    detector = ChangeDetector(directory, queue, state, DetectConfig(settings.SALESFORCE_SERVICE_PRINCIPAL_ID,
-                                                                    mapping.source_attributes,
-                                                                    mapping.permission_sets.group_ids))
-    notifier = FailureNotifier(state, mailer, settings.NOTIFY_SENDER, settings.notify_recipients)
+    detector = ChangeDetector(directory, deferring_queue, state, DetectConfig(settings.SALESFORCE_SERVICE_PRINCIPAL_ID,
+                                                                             mapping.source_attributes,
+                                                                             mapping.permission_sets.group_ids))
+    notifier = FailureNotifier(state, mailer, settings.NOTIFY_SENDER, settings.notify_recipients, escrow)
     metrics.observe_api_calls(graph_calls, org.calls)
     return Container(settings, directory, mailer, org, state, queue, provisioner, detector, notifier, graph_calls, graph,
-                     safety)
+                     safety, quarantine, escrow)
 
 
 @functools.lru_cache(maxsize=4)

@@ -84,6 +84,17 @@ class Settings(BaseSettings):
     DEACTIVATION_THRESHOLD: int = Field(500, ge=0)
     DEACTIVATION_THRESHOLD_PERCENT: float = Field(20.0, ge=0, le=100)
     DEACTIVATION_WINDOW_MINUTES: float = Field(60.0, gt=0)
+    # Quarantine: Salesforce is left alone while it rejects the credentials or while more than this share
+    # of at least QUARANTINE_MIN_OPERATIONS counted operations failed within the window (0: ratio off).
+    QUARANTINE_FAILURE_RATIO: float = Field(0.4, ge=0, le=1)
+    QUARANTINE_MIN_OPERATIONS: int = Field(50, ge=1)
+    QUARANTINE_WINDOW_MINUTES: float = Field(15.0, gt=0)
+    # The first probe after this; later probes and deferred messages wait twice as long each time, at most the max.
+    QUARANTINE_BACKOFF_BASE_SECONDS: float = Field(60.0, gt=0)
+    QUARANTINE_BACKOFF_MAX_SECONDS: float = Field(3600.0, gt=0)
+    # Escrow: a user that failed for good is retried this long after the first failure, then at 2x, 4x,
+    # then every 4x (6 h, 12 h, 24 h, every 24 h), for 28 days at the default.
+    ESCROW_RETRY_SECONDS: float = Field(21600.0, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":

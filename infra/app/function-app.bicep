@@ -150,13 +150,21 @@ var appSettings = {
   RETRY_MAX_ATTEMPTS: '6'
   RETRY_BASE_SECONDS: '30'
   RETRY_MAX_SECONDS: '3600'
-  // LICENSE_LIMIT_EXCEEDED waits for a licence: retried 6 hours later, like Entra's escrow.
+  // LICENSE_LIMIT_EXCEEDED waits for a licence on the escrow's schedule: first retry 6 hours later.
   LICENSE_RETRY_SECONDS: '21600'
+  // Escrow: users that failed for good are retried 6 h, 12 h, 24 h after the first failure, then daily, for 28 days.
+  ESCROW_RETRY_SECONDS: '21600'
   LEASE_SECONDS: '120'
   // Deletion threshold: deactivations beyond it within the window are held for an admin's decision.
   DEACTIVATION_THRESHOLD: '500'
   DEACTIVATION_THRESHOLD_PERCENT: '20'
   DEACTIVATION_WINDOW_MINUTES: '60'
+  // Quarantine: no Salesforce calls while credentials are rejected or most operations fail; probes back off.
+  QUARANTINE_FAILURE_RATIO: '0.4'
+  QUARANTINE_MIN_OPERATIONS: '50'
+  QUARANTINE_WINDOW_MINUTES: '15'
+  QUARANTINE_BACKOFF_BASE_SECONDS: '60'
+  QUARANTINE_BACKOFF_MAX_SECONDS: '3600'
 }
 
 resource settings 'Microsoft.Web/sites/config@2024-04-01' = {

@@ -33,6 +33,20 @@ cycle_messages = _meter.create_counter("provisioning.detect_cycle.messages_sent"
                                        description="Reconcile messages the detect cycles enqueued")
 cycle_users = _meter.create_counter("provisioning.detect_cycle.users_changed", unit="{user}",
                                     description="Users the detect cycles found changed")
+quarantine_transitions = _meter.create_counter(
+    "provisioning.quarantine.transitions", unit="{transition}",
+    description="Quarantine entered, reason changed or lifted, by reason (auth, failure_ratio)")
+quarantine_deferrals = _meter.create_counter(
+    "provisioning.quarantine.deferrals", unit="{message}",
+    description="Messages rescheduled instead of reconciled because the app was quarantined")
+
+
+def record_quarantine_transition(event: str, reason: str) -> None:
+    quarantine_transitions.add(1, {"event": event, "reason": reason})
+
+
+def record_quarantine_deferral(reason: str) -> None:
+    quarantine_deferrals.add(1, {"reason": reason})
 
 
 def record_operation(action: str, status: str, error_code: str | None, duration_ms: float) -> None:

@@ -1,7 +1,9 @@
 """Turn dead-lettered messages into one digest email per batch, with what failed and what to do.
 
 A batch of dead letters is completed only once the mail service accepted the digest: if sendMail
-fails, the handler raises and every message of the batch stays in the dead-letter queue."""
+fails, the handler raises and every message of the batch stays in the dead-letter queue. A user's
+failure is emailed once: when an escrow retry fails again with the same code, its dead letter is
+completed without an email (shared/services/escrow.py)."""
 from __future__ import annotations
 
 import logging
@@ -15,6 +17,7 @@ from ..core.messages import failure_key, is_object_id
 from ..core.models import FailureRecord
 from ..core.ports import Mailer, StateStore
 from ..core.untrusted_json import parse_untrusted_json
+from .escrow import Escrow
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +35,11 @@ class DeadLetter:
 
 
 class FailureNotifier:
-    def __init__(self, state: StateStore, mailer: Mailer, sender: str, recipients: Sequence[str]) -> None:
+    def __init__(
+        self, state: StateStore, mailer: Mailer, sender: str, recipients: Sequence[str], escrow: Escrow | None = None
+    ) -> None:
         self._state = state
+        self._escrow = escrow
         self._mailer = mailer
         self._sender = sender
         self._recipients = tuple(recipients)
@@ -42,12 +48,19 @@ class FailureNotifier:
         if not letters:
             return []
         failures = [self._failure_for(letter) for letter in letters]
-        subject, body = compose_digest(failures)
-        await self._mailer.send_mail(self._sender, self._recipients, subject, body)
-        log.info("failure digest accepted for %d dead-lettered messages", len(failures))
+        news = [f for f in failures if self._escrow is None or self._escrow.is_news(f)]
+        if news:
+            subject, body = compose_digest(news)
+            await self._mailer.send_mail(self._sender, self._recipients, subject, body)
+            log.info("failure digest accepted for %d dead-lettered messages", len(news))
+            if self._escrow is not None:
+                self._escrow.reported(news)
+        if len(news) < len(failures):
+            log.info("%d dead-lettered messages repeat failures already reported; not emailed again",
+                     len(failures) - len(news))
         for f in failures:
             self._state.delete_failure(f.message_id)  # a replay of the message is then processed afresh
-        return failures
+        return news
 
     def _failure_for(self, letter: DeadLetter) -> FailureRecord:
         """The recorded original failure; otherwise what the dead-letter properties say."""

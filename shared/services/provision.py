@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
+from ..core.escrow import elapsed_seconds, step_seconds
 from ..core.errors import InvalidMessage, PermanentError, ProvisioningError, TransientError
 from ..core.mapping import (
     PROFILE_NAME,
@@ -33,7 +34,9 @@ from ..core.unique_values import with_picks
 from . import metrics
 from .audit import OperationRecord
 from .batching import Batcher
+from .escrow import Escrow
 from .permission_sets import PermissionSetAssigner, PermissionSetChange, PermissionSetSubject
+from .quarantine import Quarantine
 from .safety import DeletionGuard
 from .salesforce_references import SalesforceReferences
 from .unique_values import TakenValues, UniqueValuePicker, clash_is_transient
@@ -48,8 +51,12 @@ class RetryPolicy:
     max_attempts: int = 6
     base_seconds: float = 30.0
     max_seconds: float = 3600.0
-    # LICENSE_LIMIT_EXCEEDED waits for a licence to free up, like the connector's escrow: hours, not seconds.
+    # LICENSE_LIMIT_EXCEEDED waits for a licence to free up on the escrow's schedule: this long for the
+    # first retry (6 h), then 12 h, 24 h, 48 h... after the first failure.
     parked_seconds: float = 6 * 3600.0
+
+    def parked_delay(self, attempt: int) -> float:
+        return step_seconds(attempt, self.parked_seconds)
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Exponential backoff with ±20% jitter, never sooner than the service's Retry-After."""
@@ -133,6 +140,8 @@ class Provisioner:
         queue: ReconcileQueue,
         config: ProvisioningConfig,
         safety: DeletionGuard | None = None,
+        quarantine: Quarantine | None = None,
+        escrow: Escrow | None = None,
     ) -> None:
         self._directory = directory
         self._org = org
@@ -140,6 +149,8 @@ class Provisioner:
         self._queue = queue
         self._config = config
         self._safety = safety  # None: every deactivation is applied (no deletion threshold)
+        self._quarantine = quarantine  # None: Salesforce is always called
+        self._escrow = escrow  # None: failed users are not retried on later cycles
         self._roles: Mapping[str, AppRole] = {}
         self._roles_read_at = float("-inf")
         self._batches: Batcher | None = None
@@ -161,16 +172,22 @@ class Provisioner:
         except InvalidMessage as exc:
             raise MessageFailed(self._record_failure(message_id, "", "parse", exc)) from None
         metrics.record_queue_lag(message.observed_at, message.reason)
+        if self._quarantine is not None and not await self._quarantine.admit(message):
+            return UserResult(message.entra_id)  # deferred: Salesforce is not called while quarantined
 
         result = await self._batcher().submit(message.entra_id, message_id)
         error = result.error
         if error is None:
             return result
+        if self._quarantine is not None and await self._quarantine.defer_failed(message, error):
+            if _retryable(error):
+                self._audit(result, message_id, status="retrying")
+            return result
         action = result.operation.action if result.operation else "reconcile"
         parked, retryable = is_parked(error), _retryable(error)
         if retryable and message.attempt < self._config.retry.max_attempts:
             if parked:
-                delay = self._config.retry.parked_seconds
+                delay = self._config.retry.parked_delay(message.attempt)
             else:
                 delay = self._config.retry.delay(message.attempt, error.retry_after)
             await self._queue.send([message.retry()], delay_seconds=delay)
@@ -186,7 +203,11 @@ class Provisioner:
                                    system=error.system, fields=error.fields)
         if retryable:  # reconcile left these to be audited here, once their fate is known
             self._audit(replace(result, error=error), message_id)
-        raise MessageFailed(self._record_failure(message_id, message.entra_id, action, error))
+        failure = self._record_failure(message_id, message.entra_id, action, error)
+        if self._escrow is not None:  # retried on later cycles; the escrow's clock started at the first refusal
+            self._escrow.record(failure, since_first_failure=elapsed_seconds(message.attempt, self._config.retry.parked_seconds)
+                                if parked else 0.0)
+        raise MessageFailed(failure)
 
     def _record_failure(self, message_id: str, entra_id: str, action: str, error: ProvisioningError) -> FailureRecord:
         failure = FailureRecord(
@@ -212,6 +233,10 @@ class Provisioner:
     async def _reconcile_batch(self, entra_ids: Sequence[str], message_ids: Mapping[str, str]) -> dict[str, UserResult]:
         # handle_message audits transient and parked failures once it knows whether they are retried or final
         results = await self.reconcile(entra_ids, message_ids=message_ids, audit_transient=False)
+        if self._quarantine is not None:
+            await self._quarantine.observe(results)
+        if self._escrow is not None:
+            self._escrow.observe(results)
         return {r.entra_id: r for r in results}
 
     async def reconcile(
