@@ -1,4 +1,5 @@
-"""python -m cli {demo,check,plan,sync,relink,unlink,import-profiles,held,release-held,reject-held}: local work on the provisioning engine."""
+"""python -m cli {demo,check,plan,sync,relink,unlink,import-profiles,held,release-held,reject-held,quarantine,
+escrow}: local work on the provisioning engine."""
 from __future__ import annotations
 
 import argparse
@@ -21,9 +22,14 @@ def _load_settings_file(path: str | None) -> None:
     os.environ.update({k: str(v) for k, v in values.items() if v not in (None, "") and k not in os.environ})
 
 
-def _results_table(results, title: str, *, as_json: bool) -> None:
+def _results_table(results, title: str, *, as_json: bool, holds: dict[str, str] | None = None) -> None:
+    """holds: Entra id → the status of its held deactivation (held, released, rejected), for `plan`."""
     from rich.console import Console
     from rich.table import Table
+
+    from .operations import shown_action
+
+    holds = holds or {}
 
     def granted(r) -> tuple[tuple[str, ...], tuple[str, ...]]:
         return (r.permission_sets.added, r.permission_sets.removed) if r.permission_sets else ((), ())
@@ -32,7 +38,7 @@ def _results_table(results, title: str, *, as_json: bool) -> None:
             or any(granted(r))]
     if as_json:
         print(json.dumps([
-            {"entraId": r.entra_id, "action": r.operation.action if r.operation else None,
+            {"entraId": r.entra_id, "action": shown_action(r, holds),
              "salesforceId": r.operation.salesforce_id if r.operation else None,
              "changes": {k: [o, n] for k, (o, n) in (r.operation.changes.items() if r.operation else [])},
              "permissionSets": {"add": list(granted(r)[0]), "remove": list(granted(r)[1])},
@@ -47,12 +53,16 @@ def _results_table(results, title: str, *, as_json: bool) -> None:
         op = r.operation
         changes = "; ".join(f"{k}: {o!r} → {n!r}" for k, (o, n) in op.changes.items()) if op else ""
         added, removed = granted(r)
-        table.add_row(r.entra_id, op.action if op else "-", (op.salesforce_id or "-") if op else "-", changes,
+        table.add_row(r.entra_id, shown_action(r, holds) or "-", (op.salesforce_id or "-") if op else "-", changes,
                       " ".join([*(f"+{k}" for k in added), *(f"-{k}" for k in removed)]),
                       f"{r.error.code}: {r.error.message}" if r.error else "")
     console = Console()
     console.print(table)
     console.print(f"{len(rows)} of {len(results)} users need a change; the rest are in sync or out of scope.")
+    held = sum(1 for r in rows if shown_action(r, holds) == "held")
+    if held:
+        console.print(f"{held} deactivations are held by the deletion threshold: `python -m cli held` lists them, "
+                      "`release-held` or `reject-held` decides.")
 
 
 async def _with_container(action):
@@ -89,9 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     profiles.add_argument("--json", action="store_true")
     sync = sub.add_parser("sync", help="one detect-and-provision pass without Service Bus")
     sync.add_argument("--json", action="store_true")
-    from . import safety_commands
+    from . import quarantine_commands, safety_commands
 
     safety_commands.add_parsers(sub)
+    quarantine_commands.add_parsers(sub)
     args = parser.parse_args(argv)
     console = logging.StreamHandler()
     handlers: list[logging.Handler] = [console]
@@ -172,11 +183,16 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             safety_commands.print_holds(holds, args.command, as_json=args.json)
             return 0
+        if args.command in ("quarantine", "escrow"):
+            return asyncio.run(_with_container(lambda container: quarantine_commands.run(container, args)))
         from .operations import plan as plan_users, sync as sync_users
 
-        action = plan_users if args.command == "plan" else sync_users
-        results = asyncio.run(_with_container(action))
-        _results_table(results, "Planned changes" if args.command == "plan" else "Applied changes", as_json=args.json)
+        if args.command == "plan":
+            results, holds = asyncio.run(_with_container(plan_users))
+            _results_table(results, "Planned changes", as_json=args.json, holds=holds)
+            return 0
+        results = asyncio.run(_with_container(sync_users))
+        _results_table(results, "Applied changes", as_json=args.json)
         return 1 if args.command == "sync" and any(r.error for r in results) else 0
     except ConfigurationError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)

@@ -57,13 +57,25 @@ async def users_in_scope_or_linked(container: Container) -> list[str]:
     return sorted(set(current) | set(container.state.assignment_snapshot()))
 
 
-async def plan(container: Container) -> list[UserResult]:
-    """Read-only: what a reconcile of every relevant user would do. Nothing is written anywhere."""
+async def plan(container: Container) -> tuple[list[UserResult], dict[str, str]]:
+    """Read-only: what a reconcile of every relevant user would do, and the status of each held
+    deactivation (Entra id → held, released, rejected). Nothing is written anywhere."""
     ids = await users_in_scope_or_linked(container)
     results: list[UserResult] = []
     for start in range(0, len(ids), BATCH):
         results += await container.provisioner.reconcile(ids[start:start + BATCH], apply=False)
-    return results
+    return results, {h.entra_id: h.status for h in container.safety.held()}
+
+
+def shown_action(result: UserResult, holds: dict[str, str]) -> str | None:
+    """The action as the plan shows it: a deactivation the deletion threshold holds (or an admin
+    rejected) is not applied by the next cycle, so it is shown as "held" (or "kept") instead."""
+    op = result.operation
+    if op is None:
+        return None
+    if op.action == "deactivate":
+        return {"held": "held", "rejected": "kept (rejected)"}.get(holds.get(result.entra_id, ""), op.action)
+    return op.action
 
 
 @dataclass
