@@ -9,7 +9,6 @@ import json
 from functools import partial
 from typing import AsyncIterator, Callable
 
-import pytest
 import pytest_asyncio
 
 from cli.__main__ import main as cli_main
@@ -22,7 +21,7 @@ FAST = {
     "QUARANTINE_MIN_OPERATIONS": "4",
     "QUARANTINE_FAILURE_RATIO": "0.4",
     "QUARANTINE_BACKOFF_BASE_SECONDS": "0.3",
-    "QUARANTINE_BACKOFF_MAX_SECONDS": "1.0",
+    "QUARANTINE_BACKOFF_MAX_SECONDS": "0.6",
 }
 UPPER_BOUND_SECONDS = 60.0  # a hang guard, not a timing: the steps take a few seconds
 
@@ -181,9 +180,3 @@ async def test_rejected_credentials_quarantine_at_once_new_changes_wait_and_the_
         finally:
             await container().aclose()
 
-
-@pytest.mark.parametrize("argv", [["quarantine", "--bogus"]])
-def test_quarantine_command_rejects_unknown_arguments(argv, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        cli_main(argv)
-    assert exit_info.value.code == 2
