@@ -28,8 +28,8 @@ from .core.ports import StateStore
 from .services import metrics
 from .services.change_notifications import ChangeNotificationReceiver
 from .services.detect_changes import ChangeDetector, DetectConfig
-from .services.import_profiles import ProfileRoleImporter
 from .services.escrow import Escrow, EscrowConfig
+from .services.import_profiles import ProfileRoleImporter
 from .services.notify_failures import FailureNotifier
 from .services.on_demand import OnDemandProvisioner
 from .services.provision import Provisioner, ProvisioningConfig, RetryPolicy
