@@ -26,8 +26,8 @@ from .models import (
     SubscriptionRequest,
     UserLink,
 )
-from .permission_sets import PermissionTarget
 from .escrow import EscrowEntry
+from .permission_sets import PermissionTarget
 from .quarantine import QuarantineStatus
 from .safety import HeldDeactivation
 
