@@ -154,11 +154,6 @@ COMMUNITY_NICKNAME_EXPRESSION = _unique_candidates(
 )
 
 
-def _locale(s: MappingInput) -> str | None:
-    lang = s.user.get("preferredLanguage")
-    return lang.replace("-", "_") if lang else None
-
-
 def _single_role(s: MappingInput) -> str | None:
     return s.role_names[0] if s.role_names else None
 
@@ -168,15 +163,16 @@ def default_salesforce_mapping() -> AttributeMapping:
     with Alias and CommunityNickname chosen unique in the org by SelectUniqueValue on create."""
     return AttributeMapping(
         fields=(
-            # The connector maps [userPrincipalName]; Salesforce wants usernames in lower case.
-            FieldMapping("Username", lambda s: (s.user.get("userPrincipalName") or "").lower() or None,
-                         ("userPrincipalName",), matching_priority=1),
+            # The connector maps [userPrincipalName]; Salesforce wants usernames in lower case. Expressions,
+            # as in config/mapping.default.toml, so a value of the wrong type is a clear error, not a crash.
+            expression_field("Username", parse_expression("ToLower([userPrincipalName])"), matching_priority=1),
             expression_field("Alias", parse_expression(ALIAS_EXPRESSION), apply="on-create"),
             expression_field("CommunityNickname", parse_expression(COMMUNITY_NICKNAME_EXPRESSION), apply="on-create"),
             FieldMapping("Email", _attr("mail"), ("mail",)),
             FieldMapping("FirstName", _attr("givenName"), ("givenName",)),
             FieldMapping("LastName", _attr("surname"), ("surname",), default="."),
-            FieldMapping("LocaleSidKey", _locale, ("preferredLanguage",), default="en_US"),
+            expression_field("LocaleSidKey", parse_expression('Replace([preferredLanguage], "-", , , "_", , )'),
+                             default="en_US"),
             FieldMapping(PROFILE_NAME, _single_role, default="Chatter Free User"),
             FieldMapping("EmailEncodingKey", lambda s: None, default="ISO-8859-1"),
             FieldMapping("LanguageLocaleKey", lambda s: None, default="en_US"),

@@ -139,8 +139,8 @@ def normalize_picklists(record: Mapping[str, Any], defaults: Mapping[str, Any]) 
     out = dict(record)
     fell_back: list[str] = []
     for field, allowed in RESTRICTED_PICKLISTS.items():
-        if out.get(field) in (None, ""):
-            continue
+        if not isinstance(out.get(field), str) or out[field] == "":
+            continue  # absent, or not text: check_user_record names the field
         value = picklist_value(field, out[field])
         if value not in allowed and defaults.get(field) in allowed:
             value = defaults[field]

@@ -7,9 +7,11 @@ and at most one create and one update call for up to 200 users, instead of two o
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Awaitable, Callable, Mapping, Sequence, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 ReconcileBatch = Callable[[Sequence[str], Mapping[str, str]], Awaitable[Mapping[str, T]]]
 
 
@@ -42,15 +44,32 @@ class Batcher:
             asyncio.ensure_future(self._complete(batch))
 
     async def _complete(self, batch: dict[str, tuple[str, list[asyncio.Future]]]) -> None:
+        message_ids = {user: message_id for user, (message_id, _) in batch.items()}
         try:
-            results = await self._run(list(batch), {user: message_id for user, (message_id, _) in batch.items()})
-        except BaseException as exc:  # every waiter gets the failure; nothing is left hanging
-            for _, waiters in batch.values():
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_exception(exc)
-            return
+            outcomes = await self._run_confined(list(batch), message_ids)
+        except BaseException as exc:  # cancelled: every waiter gets it; nothing is left hanging
+            outcomes = dict.fromkeys(batch, exc)
         for user, (_, waiters) in batch.items():
             for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(results[user])
+                if waiter.done():
+                    continue
+                if isinstance(outcomes[user], BaseException):
+                    waiter.set_exception(outcomes[user])
+                else:
+                    waiter.set_result(outcomes[user])
+
+    async def _run_confined(self, users: list[str], message_ids: Mapping[str, str]) -> dict[str, T | Exception]:
+        """Run the batch; if it raises, run each half again on its own, down to single users, so one
+        user's failure (a bug its data triggers) reaches only that user's waiters instead of failing
+        every message of the batch. Safe because a reconcile is idempotent; a batch that fails as a
+        whole (the state store is down) costs 2n-1 runs, one poisoned user about 2·log2(n)."""
+        try:
+            return dict(await self._run(users, {u: message_ids[u] for u in users}))
+        except Exception as exc:
+            if len(users) == 1:
+                return {users[0]: exc}
+            log.warning("a batch of %d users raised %s; reconciling it in halves to confine the failure",
+                        len(users), type(exc).__name__)
+            middle = len(users) // 2
+            return {**await self._run_confined(users[:middle], message_ids),
+                    **await self._run_confined(users[middle:], message_ids)}

@@ -43,3 +43,27 @@ async def test_a_failed_batch_fails_every_waiter():
     batcher = Batcher(Recorder(fail=True), max_wait_seconds=0.01)
     outcomes = await asyncio.gather(batcher.submit("u1"), batcher.submit("u2"), return_exceptions=True)
     assert all(isinstance(o, RuntimeError) for o in outcomes)
+
+
+class Poisoned(Recorder):
+    """A reconcile that raises whenever one given user is in the batch (a bug that user's data triggers)."""
+
+    def __init__(self, poison: str) -> None:
+        super().__init__()
+        self.poison = poison
+
+    async def __call__(self, ids, message_ids):
+        self.batches.append((list(ids), dict(message_ids)))
+        if self.poison in ids:
+            raise AttributeError("'int' object has no attribute 'replace'")
+        return {i: f"result-{i}" for i in ids}
+
+
+async def test_one_users_failure_reaches_only_its_own_waiters():
+    run = Poisoned("u5")
+    batcher = Batcher(run, max_wait_seconds=0.01)
+    outcomes = await asyncio.gather(*(batcher.submit(f"u{i}", f"m{i}") for i in range(16)), return_exceptions=True)
+    assert isinstance(outcomes[5], AttributeError)
+    assert [o for i, o in enumerate(outcomes) if i != 5] == [f"result-u{i}" for i in range(16) if i != 5]
+    assert len(run.batches) == 9  # halves down to the poisoned user: 1 + 2 per level of 16 → 1
+    assert (["u5"], {"u5": "m5"}) in run.batches
