@@ -26,6 +26,7 @@ from .adapters.state_tables import TableStateStore
 from .core.mapping_config import configured_mapping
 from .core.ports import StateStore
 from .services import metrics
+from .services.admin_mail import AdminMail
 from .services.change_notifications import ChangeNotificationReceiver
 from .services.detect_changes import ChangeDetector, DetectConfig
 from .services.escrow import Escrow, EscrowConfig
@@ -155,13 +156,14 @@ def build_container(settings: Settings) -> Container:
     state = state_store(settings)
     queue = service_bus_queue(settings)
     mapping = configured_mapping(settings.MAPPING_FILE, APP_ROOT)
+    admin_mail = AdminMail(state, mailer, settings.NOTIFY_SENDER, settings.notify_recipients)
     safety = DeletionGuard(
-        state, mailer, queue, settings.NOTIFY_SENDER, settings.notify_recipients,
+        state, admin_mail, queue,
         SafetyConfig(settings.DEACTIVATION_THRESHOLD, settings.DEACTIVATION_THRESHOLD_PERCENT,
                      settings.DEACTIVATION_WINDOW_MINUTES * 60),
     )
     quarantine = Quarantine(
-        state, mailer, queue, settings.NOTIFY_SENDER, settings.notify_recipients,
+        state, admin_mail, queue,
         QuarantineConfig(settings.QUARANTINE_FAILURE_RATIO, settings.QUARANTINE_MIN_OPERATIONS,
                          settings.QUARANTINE_WINDOW_MINUTES * 60, settings.QUARANTINE_BACKOFF_BASE_SECONDS,
                          settings.QUARANTINE_BACKOFF_MAX_SECONDS, settings.LEASE_SECONDS),

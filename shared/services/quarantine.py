@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Protocol, Sequence
 
 from ..core.errors import ProvisioningError
 from ..core.messages import ReconcileMessage
-from ..core.ports import Mailer, ReconcileQueue, StateStore
+from ..core.ports import ReconcileQueue, StateStore
 from ..core.quarantine import (
     OutcomeCounts,
     QuarantineReason,
@@ -37,12 +37,12 @@ from ..core.quarantine import (
     count_outcomes,
 )
 from . import metrics
+from .admin_mail import AdminMail
 
 log = logging.getLogger(__name__)
 
 PROBE_LEASE = "quarantine/probe"
 NOTICE_LEASE = "quarantine/notice"
-NOTICE_LEASE_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,19 +72,15 @@ class Quarantine:
     def __init__(
         self,
         state: StateStore,
-        mailer: Mailer,
+        mail: AdminMail,
         queue: ReconcileQueue,
-        sender: str,
-        recipients: Sequence[str],
         config: QuarantineConfig = QuarantineConfig(),
         *,
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ) -> None:
         self._state = state
-        self._mailer = mailer
+        self._mail = mail
         self._queue = queue
-        self._sender = sender
-        self._recipients = tuple(recipients)
         self.config = config
         self._now = now
         self._probing: dict[str, str] = {}  # Entra id → probe lease owner, for probes this worker runs
@@ -232,49 +228,31 @@ class Quarantine:
 
     async def _notify_start(self) -> None:
         """Report the quarantine's reason unless that reason was reported already; one worker at a time."""
-        await self._with_notice_lease(self._send_start)
+        await self._mail.exclusively(NOTICE_LEASE, self._send_start)
 
     async def _send_start(self) -> None:
         status = self._state.get_quarantine()
         if status is None or not status.active or status.notified_reason == status.reason:
             return
         subject, body = compose_start_notice(status, self.config)
-        if await self._send(subject, body):
+        if await self._mail.send(subject, body, what=f"quarantine ({status.reason})"):
             latest = self._state.get_quarantine()
             if latest is not None and latest.active and latest.reason == status.reason:
                 self._state.put_quarantine(replace(latest, notified_reason=status.reason))
 
     async def _finish_lift(self) -> None:
         """Send the lift email if the start was reported, then forget the record."""
-        await self._with_notice_lease(self._send_lift)
+        await self._mail.exclusively(NOTICE_LEASE, self._send_lift)
 
     async def _send_lift(self) -> None:
         status = self._state.get_quarantine()
         if status is None or status.active:
             return
-        if status.notified_reason and not await self._send(*compose_lift_notice(status)):
+        if status.notified_reason and not await self._mail.send(*compose_lift_notice(status), what="quarantine lifted"):
             return  # kept: the next batch tries again
         latest = self._state.get_quarantine()
         if latest is not None and not latest.active:
             self._state.put_quarantine(None)
-
-    async def _with_notice_lease(self, action: Callable[[], object]) -> None:
-        owner = uuid.uuid4().hex
-        if not self._state.claim(NOTICE_LEASE, owner, NOTICE_LEASE_SECONDS):
-            return  # another worker is sending it now
-        try:
-            await action()  # type: ignore[misc]
-        finally:
-            self._state.release(NOTICE_LEASE, owner)
-
-    async def _send(self, subject: str, body: str) -> bool:
-        try:
-            await self._mailer.send_mail(self._sender, self._recipients, subject, body)
-        except Exception as exc:  # any mail failure: the record keeps it owed
-            log.error("could not send the quarantine email: %s", type(exc).__name__)
-            return False
-        log.info("quarantine email accepted: %s", subject)
-        return True
 
 
 class DeferringQueue:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Callable, Mapping, Sequence
@@ -25,14 +24,14 @@ from typing import Callable, Mapping, Sequence
 from ..core.errors import ProvisioningError, TransientError
 from ..core.messages import ReconcileMessage
 from ..core.planning import Operation
-from ..core.ports import Mailer, ReconcileQueue, StateStore
+from ..core.ports import ReconcileQueue, StateStore
 from ..core.safety import HeldDeactivation, HoldStatus, deactivation_limit
+from .admin_mail import AdminMail
 
 log = logging.getLogger(__name__)
 
 NOTICE_CURSOR = "safety/held-notified-at"  # set while the current holds have been reported
 NOTICE_LEASE = "safety/held-notice"
-NOTICE_LEASE_SECONDS = 60.0
 MAX_LISTED = 1000
 
 
@@ -61,19 +60,15 @@ class DeletionGuard:
     def __init__(
         self,
         state: StateStore,
-        mailer: Mailer,
+        mail: AdminMail,
         queue: ReconcileQueue,
-        sender: str,
-        recipients: Sequence[str],
         config: SafetyConfig = SafetyConfig(),
         *,
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ) -> None:
         self._state = state
-        self._mailer = mailer
+        self._mail = mail
         self._queue = queue
-        self._sender = sender
-        self._recipients = tuple(recipients)
         self._config = config
         self._now = now
         self._active_links: tuple[int, float] | None = None  # (count, monotonic time read)
@@ -157,24 +152,20 @@ class DeletionGuard:
         """Report the holds unless they were reported already; one worker at a time (lease)."""
         if self._state.get_cursor(NOTICE_CURSOR) is not None:
             return None
-        owner = uuid.uuid4().hex
-        if not self._state.claim(NOTICE_LEASE, owner, NOTICE_LEASE_SECONDS):
-            return None  # another worker is sending it now
-        try:
-            if self._state.get_cursor(NOTICE_CURSOR) is not None:
-                return None
-            subject, body = compose_hold_notice(holding, self._config)
-            try:
-                await self._mailer.send_mail(self._sender, self._recipients, subject, body)
-            except Exception as exc:  # any mail failure: keep holding, try again on the retry
-                log.error("could not send the held-deactivations email: %s", type(exc).__name__)
-                return TransientError("HoldNotReported", "the email reporting held deactivations was not accepted",
-                                      system="mail")
-            self._state.set_cursor(NOTICE_CURSOR, self._now().isoformat())
-            log.info("held-deactivations email accepted for %d holds", len(holding))
-            return None
-        finally:
-            self._state.release(NOTICE_LEASE, owner)
+        if await self._mail.exclusively(NOTICE_LEASE, lambda: self._send_notice(holding)) is False:
+            # keep holding; the messages retry, and so does the email
+            return TransientError("HoldNotReported", "the email reporting held deactivations was not accepted",
+                                  system="mail")
+        return None  # sent, or another worker is sending it now
+
+    async def _send_notice(self, holding: list[HeldDeactivation]) -> bool:
+        if self._state.get_cursor(NOTICE_CURSOR) is not None:
+            return True
+        subject, body = compose_hold_notice(holding, self._config)
+        if not await self._mail.send(subject, body, what=f"held-deactivations ({len(holding)} holds)"):
+            return False
+        self._state.set_cursor(NOTICE_CURSOR, self._now().isoformat())
+        return True
 
     def _forget_notice(self) -> None:
         """No hold is waiting any more: the next hold is news and gets its own email."""
