@@ -105,6 +105,19 @@ def salesforce_length(value: str) -> int:
     return len(value.encode("utf-16-le", errors="surrogatepass")) // 2
 
 
+def fields_with_invalid_text(record: Mapping[str, Any]) -> list[str]:
+    """Fields whose text holds a lone UTF-16 surrogate: JSON allows "\\ud800", UTF-8 (a URL, a request
+    body, Salesforce's storage) cannot carry it."""
+    broken = []
+    for field, value in record.items():
+        if isinstance(value, str) and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                broken.append(field)
+    return broken
+
+
 def is_parked(error: ProvisioningError) -> bool:
     """A failure that waits for a licence rather than for a person or a flaky network."""
     return error.code in PARKED_CODES

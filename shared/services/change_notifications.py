@@ -72,6 +72,13 @@ def _late_send_done(sending: asyncio.Future[None]) -> None:
         log.warning("a change-notification enqueue past its deadline failed too: %s", type(sending.exception()).__name__)
 
 
+def client_state_matches(value: object, secret: bytes) -> bool:
+    """Constant-time comparison of a posted clientState with the secret. Anything but a string is a
+    mismatch; so is a string JSON allowed but UTF-8 cannot encode (a lone surrogate such as \\ud800)."""
+    candidate = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else b""
+    return hmac.compare_digest(candidate, secret)
+
+
 def _user_id(item: dict[str, Any]) -> str | None:
     data = item.get("resourceData")
     if isinstance(data, dict) and is_object_id(data.get("id")):
@@ -157,5 +164,4 @@ class ChangeNotificationReceiver:
                 sending.add_done_callback(_late_send_done)
 
     def _client_state_matches(self, value: object) -> bool:
-        candidate = value.encode() if isinstance(value, str) else b""
-        return hmac.compare_digest(candidate, self._client_state)
+        return client_state_matches(value, self._client_state)

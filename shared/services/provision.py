@@ -29,7 +29,7 @@ from ..core.messages import ReconcileMessage, failure_key
 from ..core.models import AppRole, EntraUserState, FailureRecord, SalesforceUser, UserLink
 from ..core.planning import Operation, index_for_matching, match_by_precedence, out_of_scope_reason, plan_user
 from ..core.ports import Directory, ReconcileQueue, SalesforceOrg, StateStore
-from ..core.salesforce_rules import check_user_record, is_parked, normalize_picklists
+from ..core.salesforce_rules import check_user_record, fields_with_invalid_text, is_parked, normalize_picklists
 from ..core.unique_values import with_picks
 from . import metrics
 from .audit import OperationRecord
@@ -337,6 +337,11 @@ class Provisioner:
                     mapped["UserRoleId"] = await references.user_role_id(mapped.pop(USER_ROLE_NAME))
             except ProvisioningError as exc:
                 w.error = exc
+                continue
+            broken = fields_with_invalid_text(mapped)
+            if broken:  # before any query is built from them: UTF-8 cannot carry these
+                w.error = PermanentError("InvalidEntraAttribute", f"{', '.join(broken)}: not valid Unicode text (a lone "
+                                         "UTF-16 surrogate)", system="entra", fields=broken)
                 continue
             w.desired, fell_back = normalize_picklists(mapped, defaults)  # Entra's de-DE as de_DE / de
             if fell_back:

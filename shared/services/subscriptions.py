@@ -15,7 +15,6 @@ timer covers those."""
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import logging
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from ..core.loopback import is_loopback_url
 from ..core.messages import is_object_id
 from ..core.models import GraphSubscription, SubscriptionRequest
 from ..core.ports import StateStore, SubscriptionApi
-from .change_notifications import MalformedNotification, notification_items
+from .change_notifications import MalformedNotification, client_state_matches, notification_items
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +119,7 @@ class SubscriptionManager:
         without content), as are events for subscriptions this app does not hold."""
         outcomes = []
         for item in _lifecycle_items(body):
-            if not hmac.compare_digest(_text(item.get("clientState")).encode(), self._client_state):
+            if not client_state_matches(item.get("clientState"), self._client_state):
                 log.warning("dropped a lifecycle notification: clientState mismatch")
                 outcomes.append(SubscriptionOutcome("", "ignored", None, None))
                 continue

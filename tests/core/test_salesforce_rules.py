@@ -10,6 +10,7 @@ from shared.core.salesforce_rules import (
     is_parked,
     normalize_picklists,
     picklist_value,
+    fields_with_invalid_text,
     salesforce_length,
 )
 
@@ -115,6 +116,12 @@ def test_a_text_field_with_a_value_that_is_not_text_is_named_not_sent(value):
     error = check_user_record({**VALID, "LastName": value}, creating=True)
     assert error is not None and error.code == "INVALID_TYPE_ON_FIELD_IN_RECORD" and error.fields == ("LastName",)
     assert type(value).__name__ in error.message
+
+
+def test_text_with_a_lone_surrogate_is_named_and_anything_else_passes():
+    record = {**VALID, "FirstName": "Zoë \U0001F600", "LastName": "Bad\udc00Half", "Username": "lone\ud800@x.com"}
+    assert sorted(fields_with_invalid_text(record)) == ["LastName", "Username"]
+    assert fields_with_invalid_text(VALID) == []
 
 
 def test_invalid_language_is_named_with_its_value():
