@@ -23,7 +23,7 @@ from cli.local_stack import QUEUE, LocalStack, environment, local_stack
 from emulators.functions_host import registered_functions, to_functions_message
 from emulators.salesforce.knobs import RawResponse
 from shared.adapters.state_sqlite import SqliteStateStore
-from shared.core.messages import failure_key
+from shared.core.messages import ReconcileMessage, failure_key
 from shared.services.provision import MessageFailed
 from tests.functions.service_bus_io import QueueSession, reconcile_message
 
@@ -266,7 +266,10 @@ async def test_salesforce_case(case, request, stack, functions, queue, dead_lett
         stack.org.faults.respond_raw(
             RawResponse(raw["status"], body_bytes(raw.get("body")), raw.get("content_type", "application/json")),
             kind=raw.get("kind"), count=raw.get("count", 1))
-    message = reconcile_message(user_id, f"corpus-{uuid.uuid4()}")
+    message = ReconcileMessage.new(user_id, "delta", f"corpus-{uuid.uuid4()}")
+    for _ in range(case.get("attempt", 0)):  # a message that already went through that many retries
+        message = message.retry()
+    message = ServiceBusMessage(message.to_json(), message_id=message.message_id)
     before = snapshot(stack)
     with caplog.at_level(logging.INFO):
         outcome = await deliver(stack, functions, queue, message)
