@@ -103,6 +103,11 @@ async def test_threshold_holds_reports_once_and_the_admin_releases_or_rejects(st
     held |= set(more)
     code, out = await cli(capsys, "held", "--json")
     assert code == 0 and {h["entra_id"] for h in json.loads(out)} == held
+    code, out = await cli(capsys, "plan", "--json")  # the dry run shows them as held, not as deactivations
+    planned = {p["entraId"]: p["action"] for p in json.loads(out)}
+    assert code == 0 and {u: planned.get(u) for u in held} == {u: "held" for u in held}
+    code, out = await cli(capsys, "plan")
+    assert code == 0 and f"{len(held)} deactivations are held by the deletion threshold" in out
 
     # Release two by id: they are enqueued and deactivated, without asking the (full) threshold.
     released = sorted(held)[:2]
@@ -121,6 +126,9 @@ async def test_threshold_holds_reports_once_and_the_admin_releases_or_rejects(st
     results = await current_container().provisioner.reconcile(sorted(remaining))
     assert {r.operation.action for r in results} == {"skip"} and all(is_active(stack, u) for u in remaining)
     assert {h.status for h in state().held_deactivations()} == {"rejected"}
+    code, out = await cli(capsys, "plan", "--json")
+    assert {p["entraId"]: p["action"] for p in json.loads(out) if p["entraId"] in remaining} == {
+        u: "kept (rejected)" for u in remaining}
 
     # An unknown id is refused with a clear error and changes nothing.
     code, _ = await cli(capsys, "release-held", "--entra-id", "00000000-0000-0000-0000-00000000abcd")
