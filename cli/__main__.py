@@ -22,8 +22,10 @@ def _load_settings_file(path: str | None) -> None:
     os.environ.update({k: str(v) for k, v in values.items() if v not in (None, "") and k not in os.environ})
 
 
-def _results_table(results, title: str, *, as_json: bool, holds: dict[str, str] | None = None) -> None:
-    """holds: Entra id → the status of its held deactivation (held, released, rejected), for `plan`."""
+def _results_table(results, title: str, *, as_json: bool, holds: dict[str, str] | None = None,
+                   limit: int | None = None) -> None:
+    """For `plan`: holds, Entra id → the status of its held deactivation (held, released, rejected);
+    limit, the deactivations the deletion threshold allows per window (None: no threshold)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -63,6 +65,10 @@ def _results_table(results, title: str, *, as_json: bool, holds: dict[str, str] 
     if held:
         console.print(f"{held} deactivations are held by the deletion threshold: `python -m cli held` lists them, "
                       "`release-held` or `reject-held` decides.")
+    new = sum(1 for r in rows if shown_action(r, holds) == "deactivate" and holds.get(r.entra_id) != "released")
+    if limit is not None and new > limit:
+        console.print(f"{new} deactivations are planned, more than the deletion threshold allows per window ({limit}): "
+                      "those beyond it will be held for your decision.")
 
 
 async def _with_container(action):
@@ -188,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         from .operations import plan as plan_users, sync as sync_users
 
         if args.command == "plan":
-            results, holds = asyncio.run(_with_container(plan_users))
-            _results_table(results, "Planned changes", as_json=args.json, holds=holds)
+            results, holds, limit = asyncio.run(_with_container(plan_users))
+            _results_table(results, "Planned changes", as_json=args.json, holds=holds, limit=limit)
             return 0
         results = asyncio.run(_with_container(sync_users))
         _results_table(results, "Applied changes", as_json=args.json)

@@ -57,14 +57,15 @@ async def users_in_scope_or_linked(container: Container) -> list[str]:
     return sorted(set(current) | set(container.state.assignment_snapshot()))
 
 
-async def plan(container: Container) -> tuple[list[UserResult], dict[str, str]]:
-    """Read-only: what a reconcile of every relevant user would do, and the status of each held
-    deactivation (Entra id → held, released, rejected). Nothing is written anywhere."""
+async def plan(container: Container) -> tuple[list[UserResult], dict[str, str], int | None]:
+    """Read-only: what a reconcile of every relevant user would do, the status of each held
+    deactivation (Entra id → held, released, rejected) and how many deactivations the deletion
+    threshold allows per window (None: no threshold). Nothing is written anywhere."""
     ids = await users_in_scope_or_linked(container)
     results: list[UserResult] = []
     for start in range(0, len(ids), BATCH):
         results += await container.provisioner.reconcile(ids[start:start + BATCH], apply=False)
-    return results, {h.entra_id: h.status for h in container.safety.held()}
+    return results, {h.entra_id: h.status for h in container.safety.held()}, container.safety.limit()
 
 
 def shown_action(result: UserResult, holds: dict[str, str]) -> str | None:

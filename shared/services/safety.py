@@ -125,7 +125,7 @@ class DeletionGuard:
     def _hold_beyond_limit(self, candidates: list[Operation]) -> list[HeldDeactivation]:
         if not candidates:
             return []
-        limit = deactivation_limit(self._config.threshold, self._config.threshold_percent, self._active_link_count())
+        limit = self.limit()
         if limit is None:
             return []
         granted = self._state.reserve_deactivations(len(candidates), limit, self._config.window_seconds)
@@ -137,6 +137,10 @@ class DeletionGuard:
         log.warning("deactivation threshold reached (%d per %.0f s): applying %d, holding %d",
                     limit, self._config.window_seconds, granted, len(held))
         return held
+
+    def limit(self) -> int | None:
+        """How many deactivations one window allows now; None without a threshold. Reads only."""
+        return deactivation_limit(self._config.threshold, self._config.threshold_percent, self._active_link_count())
 
     def _active_link_count(self) -> int:
         if self._config.threshold_percent <= 0:

@@ -85,6 +85,9 @@ async def test_threshold_holds_reports_once_and_the_admin_releases_or_rejects(st
     # 7 more leave within the hour: 2 fit in the window, 5 are held; the users stay active; one email.
     many = active_users(stack, 7)
     disable(stack, many)
+    code, out = await cli(capsys, "plan")  # the dry run warns beforehand
+    assert code == 0 and f"7 deactivations are planned, more than the deletion threshold allows per window ({THRESHOLD})" in \
+        " ".join(out.split())
     cycle = await run_cycle(stack)
     assert cycle.dead_lettered == 0  # held users' messages complete normally
     held = {h.entra_id for h in state().held_deactivations()}
