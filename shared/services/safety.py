@@ -5,6 +5,10 @@ Provisioning runs per message, not per cycle, so the threshold counts deactivati
 window (default the last hour) kept in the state store and shared by every worker. A deactivation
 that does not fit is recorded as held and its message completes normally (the user stays active).
 
+While deactivations await a decision, every new one is held too, whatever the window says: the window
+rolling over must not let the next batch of an accident through while the admin has not answered
+(Entra quarantines the whole job in that case).
+
 Releasing is level-triggered like everything else: `release` marks the holds released and enqueues
 the users; their next reconcile re-decides, and a deactivation of a *released* user is applied without
 asking the threshold (the admin allowed it) and without using up the window. The released mark is
@@ -95,11 +99,13 @@ class DeletionGuard:
                 replacements[op.entra_id] = _skip(op, "deactivation rejected by an admin; kept active")
             else:
                 replacements[op.entra_id] = _skip(op, "deactivation held: waiting for an admin to release or reject it")
-        new_holds = self._hold_beyond_limit(candidates)
+        undecided = any(h.status == "held" and h.entra_id not in stale for h in holds.values())
+        new_holds = self._hold(candidates) if undecided else self._hold_beyond_limit(candidates)
         for hold in new_holds:
             holds[hold.entra_id] = hold
             op = next(op for op in candidates if op.entra_id == hold.entra_id)
-            replacements[op.entra_id] = _skip(op, "deactivation held: deactivation threshold reached")
+            why = "earlier held deactivations await a decision" if undecided else "deactivation threshold reached"
+            replacements[op.entra_id] = _skip(op, f"deactivation held: {why}")
         if stale:
             self._state.delete_held_deactivations(stale)
             log.info("dropped %d holds of users no longer planned for deactivation", len(stale))
@@ -131,11 +137,16 @@ class DeletionGuard:
         granted = self._state.reserve_deactivations(len(candidates), limit, self._config.window_seconds)
         if granted == len(candidates):
             return []
-        at = self._now().isoformat()
-        held = [HeldDeactivation(op.entra_id, op.salesforce_id or "", op.reason, at) for op in candidates[granted:]]
-        self._state.put_held_deactivations(held)
         log.warning("deactivation threshold reached (%d per %.0f s): applying %d, holding %d",
-                    limit, self._config.window_seconds, granted, len(held))
+                    limit, self._config.window_seconds, granted, len(candidates) - granted)
+        return self._hold(candidates[granted:])
+
+    def _hold(self, operations: list[Operation]) -> list[HeldDeactivation]:
+        if not operations:
+            return []
+        at = self._now().isoformat()
+        held = [HeldDeactivation(op.entra_id, op.salesforce_id or "", op.reason, at) for op in operations]
+        self._state.put_held_deactivations(held)
         return held
 
     def limit(self) -> int | None:
