@@ -8,6 +8,7 @@ from typing import Sequence
 from shared.adapters.state_sqlite import SqliteStateStore
 from shared.core.messages import ReconcileMessage
 from shared.core.planning import Operation
+from shared.services.admin_mail import AdminMail
 from shared.services.safety import DeletionGuard, SafetyConfig
 
 WINDOW = 3600.0
@@ -37,8 +38,9 @@ async def test_a_new_window_does_not_release_more_deactivations_while_holds_awai
     now = [datetime(2026, 1, 5, 9, tzinfo=timezone.utc)]
     state = SqliteStateStore(":memory:", clock=lambda: now[0])
     outbox, queue = Outbox(), Queue()
-    guard = DeletionGuard(state, outbox, queue, "alerts@contoso.com", ["admins@contoso.com"],
-                          SafetyConfig(threshold=2, threshold_percent=0, window_seconds=WINDOW), now=lambda: now[0])
+    mail = AdminMail(state, outbox, "alerts@contoso.com", ["admins@contoso.com"])
+    guard = DeletionGuard(state, mail, queue, SafetyConfig(threshold=2, threshold_percent=0, window_seconds=WINDOW),
+                          now=lambda: now[0])
 
     first = await guard.screen(leaving("a1", "a2", "a3"))
     assert set(first.replacements) == {"a3"} and len(outbox.mails) == 1  # two applied, one held
