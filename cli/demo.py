@@ -66,9 +66,10 @@ async def run_cycle(stack: LocalStack, on_progress: Callable[[int], None] | None
     with ProvisioningLog() as plog:
         await functions["detect_changes"](TimerRequest(past_due=False))
         await drain_queue(stack, progress, idle_seconds)
-        notify = QueueTriggerHost(stack.env["ServiceBusConnection"], QUEUE, functions["notify_failures"],
-                                  dead_letter=True, many=True, max_concurrent_calls=500)
-        await notify.run(idle_seconds=idle_seconds)
+        if stack.servicebus.dead_letter_count(QUEUE):  # else the dead-letter trigger would not fire
+            notify = QueueTriggerHost(stack.env["ServiceBusConnection"], QUEUE, functions["notify_failures"],
+                                      dead_letter=True, many=True, max_concurrent_calls=500)
+            await notify.run(idle_seconds=idle_seconds)
     return CycleFigures(
         summary=plog.summary(),
         salesforce_calls=org.calls.total - sf_before,
