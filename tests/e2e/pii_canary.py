@@ -21,20 +21,25 @@ import gzip
 import io
 import json
 import logging
+import os
 import threading
 import traceback
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
+import trustme
+
 # Secrets, by the setting that holds them. The Salesforce and Graph tokens are also the emulators'
-# accepted tokens, so they are really sent; the others are configured but unused in access_token mode.
+# accepted tokens, so they are really sent; the consumer secret and the JWT private key (a real key,
+# made per run: it must sign) are used by the login flows exercised against the emulator's OAuth
+# endpoint; the password, security token and Graph client secret are configured only.
 SECRETS = {
     "SALESFORCE_PASSWORD": "CanaryPw-Leak7f3kSalesforce",
     "SALESFORCE_SECURITY_TOKEN": "CanarySecTokQm9Zt4",
     "SALESFORCE_CONSUMER_SECRET": "CanaryConsumerSecret4Vb8Xw",
-    "SALESFORCE_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\nMIIEvCanaryJwtPrivateKeyQ8xZw3LkP0\n-----END PRIVATE KEY-----\n",
     "SALESFORCE_ACCESS_TOKEN": "00DCANARY!AccessTokenZt6Rq",
     "AZURE_CLIENT_SECRET": "CanaryGraphClientSecret~2QpV",
     "GRAPH_DEV_TOKEN": "CanaryGraphBearerToken5Wm",
@@ -42,6 +47,7 @@ SECRETS = {
     "SERVICEBUS_SHARED_ACCESS_KEY": "CanarySasKey3RfY",
 }
 SALESFORCE_USERNAME = "canary.integration.qx@contoso.com"
+JWT_APP, CC_APP, MY_DOMAIN = "canary-jwt-app", "canary-cc-app", "canaryorg.my"
 CANARY_PEOPLE = 6
 ROLE = "Chatter Free User"  # plenty of licences: the canaries are created, not parked
 EXCLUDED_LOGGERS = ("emulators", "aiohttp.access", "aiohttp.server", "aiohttp.web", "proton", "tests.")
@@ -87,14 +93,16 @@ def personal_forms(value: str) -> set[str]:
     return {value, value.lower(), quote(value), quote_plus(value), quote(value.lower()), json.dumps(value)[1:-1]}
 
 
-def forbidden_values(tenant: Any, user_ids: list[str]) -> dict[str, str]:
+def forbidden_values(tenant: Any, user_ids: list[str], private_key: str) -> dict[str, str]:
     """Each value no record may contain → what it is: the canary secrets and the canary people's
     personal data (in the encodings a URL or JSON would give them)."""
     values: dict[str, str] = {}
     for name, secret in SECRETS.items():
         for form in {secret, quote(secret), quote_plus(secret), base64.b64encode(secret.encode()).decode()}:
             values[form] = f"secret {name}"
-    values["MIIEvCanaryJwtPrivateKey"] = "secret SALESFORCE_PRIVATE_KEY (its body)"
+    for line in private_key.splitlines():
+        if len(line) >= 40 and not line.startswith("-----"):  # any line of the key's body
+            values[line] = "secret SALESFORCE_PRIVATE_KEY"
     for form in personal_forms(SALESFORCE_USERNAME):
         values[form] = "SALESFORCE_USERNAME"
     for user_id in user_ids:
@@ -241,7 +249,7 @@ class InMemoryTelemetry:
         return points
 
 
-def plant_canaries(stack: Any) -> list[str]:
+def plant_canaries(stack: Any, signing: Any) -> list[str]:
     """Canary people (three ordinary, one whose username is taken in another org, one without a mail,
     one with an over-long surname) and canary secrets in the settings and the emulators."""
     people = []
@@ -255,6 +263,12 @@ def plant_canaries(stack: Any) -> list[str]:
         stack.tenant.assign(stack.demo.service_principal_id, user_id, stack.demo.app_role_ids[ROLE])
         people.append(user_id)
     stack.org.registry.reserve(canary_person(3)["userPrincipalName"])
+    stack.org.create_user({"Username": SALESFORCE_USERNAME, "LastName": "Integration", "Email": SALESFORCE_USERNAME,
+                           "Alias": "integ", "TimeZoneSidKey": "GMT", "LocaleSidKey": "en_US",
+                           "EmailEncodingKey": "UTF-8", "LanguageLocaleKey": "en_US",
+                           "ProfileId": stack.org.profile_id("System Administrator")})
+    stack.org.register_connected_app(JWT_APP, certificate_pem=signing.cert_chain_pems[0].bytes().decode())
+    stack.org.register_connected_app(CC_APP, consumer_secret=SECRETS["SALESFORCE_CONSUMER_SECRET"])
     stack.org.dev_token = SECRETS["SALESFORCE_ACCESS_TOKEN"]
     stack.graph.token = SECRETS["GRAPH_DEV_TOKEN"]
     mapping = stack.workdir / "mapping.toml"
@@ -266,6 +280,7 @@ def plant_canaries(stack: Any) -> list[str]:
     stack.env.update({
         "ServiceBusConnection": connection,
         "SALESFORCE_USERNAME": SALESFORCE_USERNAME,
+        "SALESFORCE_PRIVATE_KEY": signing.private_key_pem.bytes().decode(),
         "SALESFORCE_CONSUMER_KEY": "canary-consumer-key",
         "MAPPING_FILE": str(mapping),
     })
@@ -283,6 +298,32 @@ def telemetry_environment(sink: IngestionSink) -> dict[str, str]:
         "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS": "otel",
         "OTEL_TRACES_SAMPLER": "always_on",
     }
+
+
+async def exercise_logins(stack: Any) -> dict[str, str]:
+    """The JWT bearer and client credentials logins with the canary key and secret, through
+    simple-salesforce's own code (its login hosts routed to the emulator), each followed by an API
+    call; and a refused login, whose error text is kept as the app would record it."""
+    from shared.adapters.salesforce import SalesforceRestOrg
+    from shared.adapters.salesforce_client import client_credentials_client, jwt_bearer_client
+    from shared.core.errors import ProvisioningError
+    from tests.adapters.test_salesforce_login import login_session
+
+    session = login_session(stack.salesforce, "login.salesforce.com", f"{MY_DOMAIN}.salesforce.com")
+    key, secret = os.environ["SALESFORCE_PRIVATE_KEY"], os.environ["SALESFORCE_CONSUMER_SECRET"]
+    logins = {
+        "jwt": partial(jwt_bearer_client, JWT_APP, SALESFORCE_USERNAME, key, "login", session=session),
+        "client_credentials": partial(client_credentials_client, CC_APP, secret, MY_DOMAIN, session=session),
+        "refused": partial(client_credentials_client, CC_APP, secret[::-1], MY_DOMAIN, session=session),
+    }
+    outcomes = {}
+    for name, connect in logins.items():
+        try:
+            await SalesforceRestOrg(connect).profile_ids()
+            outcomes[name] = "ok"
+        except ProvisioningError as exc:
+            outcomes[name] = str(exc)
+    return outcomes
 
 
 async def exercise(stack: Any, people: list[str], idle_seconds: float) -> dict[str, Any]:
@@ -310,7 +351,9 @@ async def exercise(stack: Any, people: list[str], idle_seconds: float) -> dict[s
             func.HttpRequest("POST", "https://x/api/graph/notifications", body=json.dumps(body).encode()))
         webhook.append(response.status_code)
     fourth = await run_cycle(stack, idle_seconds=idle_seconds)
+    logins = await exercise_logins(stack)
     return {
+        "logins": logins,
         "created": first.summary.outcome["created"] + third.summary.outcome["created"],
         "updated": third.summary.outcome["updated"] + fourth.summary.outcome["updated"],
         "deactivated": third.summary.outcome["deactivated"] + fourth.summary.outcome["deactivated"],
@@ -337,8 +380,9 @@ def run(out: Path, users: int, idle_seconds: float = 0.4) -> None:
 
     sink = IngestionSink()
     threading.Thread(target=sink.serve_forever, daemon=True).start()
+    signing = trustme.CA().issue_cert("integration.contoso.com", key_type=trustme.KeyType.RSA)
     with local_stack(users=users, retry_base_seconds=0.2) as stack:
-        people = plant_canaries(stack)
+        people = plant_canaries(stack, signing)
         with environment({**stack.env, **telemetry_environment(sink)}):
             try:
                 figures = asyncio.run(_exercise_and_close(stack, people, idle_seconds))
@@ -351,7 +395,7 @@ def run(out: Path, users: int, idle_seconds: float = 0.4) -> None:
             "canary_people": people,
             "canary_in_salesforce": {u: bool(r) for u, r in sf_people.items()},
             "canary_phone_in_salesforce": any(r and r.get("MobilePhone") for r in sf_people.values()),
-            "forbidden": forbidden_values(stack.tenant, people),
+            "forbidden": forbidden_values(stack.tenant, people, signing.private_key_pem.bytes().decode()),
             "tenant_personal_data": tenant_personal_data(stack.tenant),
             "logs": capture.records,
             "spans": telemetry.span_texts(),

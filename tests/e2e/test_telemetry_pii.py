@@ -1,7 +1,8 @@
 """No personal data and no secret in logs or telemetry: the demo's cycles, provision on demand and the
 change-notification webhook run in a process of their own (tests/e2e/pii_canary.py) with canary
 secrets configured (Salesforce password, security token, JWT private key, consumer secret, access
-token, Graph client secret and token, webhook clientState, Service Bus key) and canary people in the
+token, Graph client secret and token, webhook clientState, Service Bus key; the key and the consumer
+secret also log in to the emulated org through simple-salesforce) and canary people in the
 tenant (names, display names, UPNs, mails, phone numbers, job titles, all mapped to Salesforce), and
 Application Insights configured as deployed (shared.telemetry), its ingestion endpoint a loopback sink.
 
@@ -49,7 +50,9 @@ def word_leaks(texts: list[tuple[str, str]], forbidden: dict[str, str]) -> list[
 
 
 def log_texts(run: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(f"log {r['logger']}:{r['level']}", r["text"]) for r in run["logs"]]
+    """Every log record, and the refused login's error (what the app would record as the reason)."""
+    texts = [(f"log {r['logger']}:{r['level']}", r["text"]) for r in run["logs"]]
+    return texts + [("refused login error", run["figures"]["logins"]["refused"])]
 
 
 def telemetry_texts(run: dict[str, Any]) -> list[tuple[str, str]]:
@@ -64,6 +67,9 @@ def test_the_run_did_real_work_with_the_canaries_in_it(run):
     assert figures["created"] > 10 and figures["deactivated"] >= 1 and figures["emails"] >= 1
     assert {"DUPLICATE_USERNAME", "REQUIRED_FIELD_MISSING", "STRING_TOO_LONG"} <= set(figures["failures"])
     assert figures["on_demand_status"] == 200 and figures["webhook_status"] == [202, 202]
+    # The JWT key and the consumer secret did log in (and a wrong secret was refused).
+    logins = figures["logins"]
+    assert logins["jwt"] == logins["client_credentials"] == "ok" and "invalid" in logins["refused"].lower()
     # Canary people reached Salesforce with their phone numbers, the others failed with their data in hand.
     assert list(run["canary_in_salesforce"].values()) == [True] * 3 + [False] * (CANARY_PEOPLE - 3)
     assert run["canary_phone_in_salesforce"]
@@ -72,7 +78,8 @@ def test_the_run_did_real_work_with_the_canaries_in_it(run):
     assert min(len(run[k]) for k in ("logs", "spans", "otel_logs", "metrics", "exported")) > 0
     # DEBUG reached third-party loggers (the HTTP and AMQP clients).
     assert {"httpcore", "azure"} <= {r["logger"].split(".")[0] for r in run["logs"] if r["level"] == 10}
-    # The searches would find a leak.
+    # The searches would find a leak, of the key's body too.
+    assert sum(what == "secret SALESFORCE_PRIVATE_KEY" for what in run["forbidden"].values()) >= 10
     upn = next(v for v, what in run["forbidden"].items() if what.startswith("userPrincipalName"))
     assert canary_leaks([("probe", f"GET /query?q=...{upn}...")], run["forbidden"])
     assert word_leaks([("probe", "hello alice.smith@contoso.com")], {"alice.smith@contoso.com": "upn"})
