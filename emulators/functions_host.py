@@ -21,7 +21,7 @@ import azure.functions as func
 from azure.functions.meta import Datum
 from azure.functions.servicebus import ServiceBusMessageInConverter
 from azure.servicebus import ServiceBusReceivedMessage, ServiceBusSubQueue
-from azure.servicebus.aio import AutoLockRenewer, ServiceBusClient, ServiceBusReceiver
+from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver
 from azure.servicebus.exceptions import ServiceBusError
 
 log = logging.getLogger(__name__)
@@ -138,39 +138,64 @@ class QueueTriggerHost:
         invocations: list[Invocation] = []
         loop = asyncio.get_running_loop()
         wait = min(poll_seconds, idle_seconds) if idle_seconds else poll_seconds
-        renewer = AutoLockRenewer(max_lock_renewal_duration=self.max_auto_lock_renewal_seconds)
-        try:
-            async with ServiceBusClient.from_connection_string(self.connection_string) as client:
-                receiver = client.get_queue_receiver(
-                    self.queue_name,
-                    sub_queue=ServiceBusSubQueue.DEAD_LETTER if self.dead_letter else None,
-                    auto_lock_renewer=renewer,
-                    # no keep-alive pings: the receiver polls anyway, and closing need not wait
-                    # out the keep-alive task's 1 s sleep
-                    keep_alive=0,
-                )
-                async with receiver:
-                    last_activity = loop.time()
-                    while not self._stopping.is_set():
-                        # Receive a batch, run its calls concurrently, then settle one by one: with
-                        # the async SDK, settlements awaiting their outcomes concurrently (or while a
-                        # receive runs) take ~200 ms each instead of well under 1 ms.
-                        messages = await receiver.receive_messages(
-                            max_message_count=self.max_concurrent_calls, max_wait_time=wait)
-                        if messages:
-                            bindings = [to_functions_message(m) for m in messages]
+        async with ServiceBusClient.from_connection_string(self.connection_string) as client:
+            receiver = client.get_queue_receiver(
+                self.queue_name,
+                sub_queue=ServiceBusSubQueue.DEAD_LETTER if self.dead_letter else None,
+                # no keep-alive pings: the receiver polls anyway, and closing need not wait
+                # out the keep-alive task's 1 s sleep
+                keep_alive=0,
+            )
+            async with receiver:
+                last_activity = loop.time()
+                while not self._stopping.is_set():
+                    # Receive a batch, run its calls concurrently, then settle one by one: with
+                    # the async SDK, settlements awaiting their outcomes concurrently (or while a
+                    # receive runs) take ~200 ms each instead of well under 1 ms.
+                    messages = await receiver.receive_messages(
+                        max_message_count=self.max_concurrent_calls, max_wait_time=wait)
+                    if messages:
+                        bindings = [to_functions_message(m) for m in messages]
+                        calls_done = asyncio.Event()
+                        renewing = asyncio.create_task(self._keep_locks(receiver, messages, calls_done))
+                        try:
                             if self.many:
                                 errors = [await self._call(bindings)] * len(bindings)
                             else:
                                 errors = await asyncio.gather(*(self._call(b) for b in bindings))
-                            for message, binding, error in zip(messages, bindings, errors):
-                                invocations.append(await self._settle(receiver, message, binding, error))
-                            last_activity = loop.time()
-                        elif idle_seconds is not None and loop.time() - last_activity >= idle_seconds:
-                            break
-        finally:
-            await renewer.close()
+                        finally:
+                            calls_done.set()
+                            await renewing
+                        for message, binding, error in zip(messages, bindings, errors):
+                            invocations.append(await self._settle(receiver, message, binding, error))
+                        last_activity = loop.time()
+                    elif idle_seconds is not None and loop.time() - last_activity >= idle_seconds:
+                        break
         return invocations
+
+    async def _keep_locks(self, receiver: ServiceBusReceiver, messages: list[ServiceBusReceivedMessage],
+                          calls_done: asyncio.Event) -> None:
+        """Renew the batch's locks while its calls run, one renewal at a time and never during a
+        receive or a settlement (the SDK's AutoLockRenewer renews every message concurrently, which
+        breaks its management link once a batch holds a few dozen messages). Renews when half of the
+        shortest remaining lock has passed, for up to max_auto_lock_renewal_seconds."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.max_auto_lock_renewal_seconds
+        held = [m for m in messages if m.locked_until_utc is not None]
+        while held and loop.time() < give_up:
+            now = dt.datetime.now(dt.timezone.utc)
+            remaining = min((m.locked_until_utc - now).total_seconds() for m in held)  # type: ignore[operator]
+            try:
+                await asyncio.wait_for(calls_done.wait(), max(0.1, remaining / 2))
+                return
+            except asyncio.TimeoutError:
+                pass
+            for message in list(held):
+                try:
+                    await receiver.renew_message_lock(message)
+                except ServiceBusError as exc:  # already lost: the message will be delivered again
+                    log.warning("could not renew the lock of message %s: %s", message.message_id, type(exc).__name__)
+                    held.remove(message)
 
     async def _call(self, binding: Any) -> Exception | None:
         """Call the function with one binding (or, for `many`, the batch's list); what it raises is

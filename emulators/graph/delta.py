@@ -12,7 +12,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass, replace
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 from .tenant import Tenant
@@ -67,13 +68,15 @@ def decode(token: str, generation: int) -> DeltaCursor:
 
 @dataclass(slots=True)
 class DeltaKnobs:
-    """Behaviours tests switch on. Counts are consumed one request at a time."""
+    """Behaviours tests switch on. Counts are consumed one request at a time. `served` counts what the
+    knobs did: "gone", "expired_token", "empty_page" responses and "replayed_object"s."""
 
     page_size: int = 100
     generation: int = 0
     gone_requests: int = 0  # the next N token requests get 410 Gone with a Location
     empty_pages: int = 0  # the next N page requests return an empty page that still has a nextLink
     replay: int = 0  # each page after the first repeats this many objects of the previous page
+    served: Counter[str] = field(default_factory=Counter)
 
     def expire_tokens(self) -> None:
         """Every token issued so far now fails with 400 syncStateNotFound."""
@@ -84,6 +87,7 @@ class DeltaKnobs:
 class DeltaResult:
     objects: list[dict[str, Any]]
     next_cursor: DeltaCursor
+    replayed: int = 0  # objects at the start of `objects` that the previous page had already served
 
 
 def first_cursor(tenant: Tenant, select: Sequence[str] | None, generation: int) -> DeltaCursor:
@@ -110,17 +114,19 @@ def page(tenant: Tenant, cursor: DeltaCursor, knobs: DeltaKnobs) -> DeltaResult:
             start = _replay_start(tenant, start, replay)
         users = tenant.live_users_after(start, size)
         objects = [_shape(user, cursor.select) for user in users]
+        replayed = sum(1 for user in users if cursor.last_id and user["id"] <= cursor.last_id)
         if len(users) < size:
-            return DeltaResult(objects, _delta_link(cursor))
-        return DeltaResult(objects, replace(cursor, last_id=users[-1]["id"]))
+            return DeltaResult(objects, _delta_link(cursor), replayed)
+        return DeltaResult(objects, replace(cursor, last_id=users[-1]["id"]), replayed)
     changed = _changed_user_ids(tenant, cursor)
     start = max(0, cursor.offset - replay)
     window = changed[start:start + size]
     objects = [_current(tenant, user_id, cursor.select) for user_id in window]
     end = start + len(window)
+    replayed = min(len(window), cursor.offset - start)
     if end >= len(changed):
-        return DeltaResult(objects, _delta_link(cursor))
-    return DeltaResult(objects, replace(cursor, offset=end))
+        return DeltaResult(objects, _delta_link(cursor), replayed)
+    return DeltaResult(objects, replace(cursor, offset=end), replayed)
 
 
 def _delta_link(cursor: DeltaCursor) -> DeltaCursor:

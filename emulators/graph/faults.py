@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import random
 import threading
+from collections import Counter
 from dataclasses import dataclass
 
 _DEFAULT_CODES = {
@@ -48,6 +49,7 @@ class FaultPlan:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self.latency: float = 0.0  # seconds added to every request
+        self.injected: Counter[int] = Counter()  # status → responses injected
 
     def add(
         self,
@@ -98,5 +100,6 @@ class FaultPlan:
                     rule.times -= 1
                     if rule.times == 0:
                         self._rules.remove(rule)
+                self.injected[rule.status] += 1
                 return rule
             return None

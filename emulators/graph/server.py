@@ -254,6 +254,7 @@ class GraphEmulator:
             if skiptoken or deltatoken:
                 if knobs.gone_requests > 0:
                     knobs.gone_requests -= 1
+                    knobs.served["gone"] += 1
                     location = f"{_origin(request)}{API_VERSION}/users/delta?$deltatoken="
                     raise GraphHTTPError(410, "resyncRequired", "The delta token is no longer valid; resync.",
                                          {"Location": location})
@@ -264,14 +265,17 @@ class GraphEmulator:
                 cursor = delta.first_cursor(tenant, select, knobs.generation)
             if knobs.empty_pages > 0:
                 knobs.empty_pages -= 1
+                knobs.served["empty_page"] += 1
                 return self._delta_response(request, [], replace(cursor, final=False, nonce=cursor.nonce + 1), select)
             result = delta.page(tenant, cursor, knobs)
+            knobs.served["replayed_object"] += result.replayed
         return self._delta_response(request, result.objects, result.next_cursor, select)
 
     def _decode_cursor(self, token: str, *, final: bool) -> delta.DeltaCursor:
         try:
             cursor = delta.decode(token, self.delta.generation)
         except delta.ExpiredToken:
+            self.delta.served["expired_token"] += 1
             raise GraphHTTPError(400, "syncStateNotFound", "The sync state generation is not found. The delta token "
                                  "is expired and data must be synchronized again.") from None
         except delta.InvalidToken:

@@ -5,6 +5,7 @@ import random
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Callable
 
 # kind → (HTTP status, errorCode, message); "html503" and "hang" are handled by the server.
 FAULT_KINDS: dict[str, tuple[int, str, str]] = {
@@ -32,21 +33,27 @@ class Faults:
     share of calls (seeded, so a run is repeatable); `respond_raw` answers the next calls (of one kind,
     e.g. "query" or "composite_create", or any) with a raw response and leaves the org untouched;
     `latency` delays every call; a "hang" fault waits `hang_seconds` (longer than the client's timeout)
-    before answering."""
+    before answering. `injected` counts what fired by kind (and "session_expired" for requests refused
+    by `EmulatedOrg.expire_session`). `after_write`, when set, is called once a write was applied and
+    before its answer is sent: the moment a client crash leaves Salesforce changed but the client none
+    the wiser."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._queued: list[str] = []
+        self._queued: list[tuple[str, bool]] = []  # (kind, writes only)
         self._raw: list[tuple[str | None, RawResponse]] = []
         self._rates: dict[str, float] = {}
         self._random = random.Random(0)
         self.latency = 0.0
         self.hang_seconds = 30.0
+        self.injected: Counter[str] = Counter()
+        self.after_write: Callable[[], None] | None = None
 
-    def fail_next(self, kind: str, count: int = 1) -> None:
+    def fail_next(self, kind: str, count: int = 1, *, writes_only: bool = False) -> None:
+        """Fail the next `count` calls (with writes_only, the next POST/PATCH/DELETE calls) with `kind`."""
         _check_kind(kind)
         with self._lock:
-            self._queued.extend([kind] * count)
+            self._queued.extend([(kind, writes_only)] * count)
 
     def fail_rate(self, kind: str, rate: float, seed: int = 0) -> None:
         _check_kind(kind)
@@ -66,6 +73,7 @@ class Faults:
             self._rates.clear()
             self._raw.clear()
         self.latency = 0.0
+        self.after_write = None
 
     def pending_raw(self) -> int:
         with self._lock:
@@ -80,15 +88,21 @@ class Faults:
                     return response
         return None
 
-    def draw(self) -> str | None:
+    def draw(self, is_write: bool = False) -> str | None:
         """The fault for the call being served now, if any."""
         with self._lock:
-            if self._queued:
-                return self._queued.pop(0)
-            for kind, rate in self._rates.items():
-                if self._random.random() < rate:
-                    return kind
-        return None
+            queued = next((i for i, (_, writes_only) in enumerate(self._queued) if is_write or not writes_only), None)
+            if queued is not None:
+                kind: str | None = self._queued.pop(queued)[0]
+            else:
+                kind = next((k for k, rate in self._rates.items() if self._random.random() < rate), None)
+            if kind:
+                self.injected[kind] += 1
+            return kind
+
+    def record(self, kind: str) -> None:
+        with self._lock:
+            self.injected[kind] += 1
 
 
 def _check_kind(kind: str) -> None:

@@ -391,6 +391,7 @@ class EmulatedOrg:
                 return False
             if self._expired_sessions:
                 self._expired_sessions -= 1
+                self.faults.record("session_expired")
                 return False
             return True
 

@@ -79,8 +79,9 @@ async def _served(request: web.Request, handler: Handler, org: EmulatedOrg) -> w
     raw = org.faults.draw_raw(_kind(request))
     if raw is not None:
         return web.Response(status=raw.status, body=raw.body, headers={"Content-Type": raw.content_type})
-    fault = org.faults.draw()
+    fault = org.faults.draw(request.method in ("POST", "PATCH", "PUT", "DELETE"))
     if fault == "hang":
+        await request.read()  # the request has arrived whole; only its answer is late
         try:
             await asyncio.wait_for(request.app[STOPPING_KEY].wait(), org.faults.hang_seconds)
             return error_response(503, "SERVER_UNAVAILABLE", "Server shutting down")
@@ -92,9 +93,13 @@ async def _served(request: web.Request, handler: Handler, org: EmulatedOrg) -> w
         status, code, message = FAULT_KINDS[fault]
         return error_response(status, code, message)
     try:
-        return await handler(request)
+        response = await handler(request)
     except _Refused as refused:
         return refused.response
+    hook = org.faults.after_write
+    if hook is not None and request.method in ("POST", "PATCH") and response.status < 300:
+        hook()
+    return response
 
 
 class _Refused(Exception):

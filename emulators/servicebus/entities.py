@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import itertools
+import random
 import threading
 import uuid
 from dataclasses import dataclass
@@ -85,6 +86,10 @@ class Entity:
         self.seen: list[SeenMessage] = []
         self.duplicates_dropped = 0
         self.transfers_received = 0  # AMQP transfers that enqueued here (a batch is one)
+        # Service Bus orders delivery only within a session or partition; with `shuffle` set, each
+        # delivery takes a random available message instead of the oldest (see reorder_deliveries).
+        self.shuffle: random.Random | None = None
+        self.reordered = 0  # deliveries that overtook an older available message
 
     # ----- enqueue -------------------------------------------------------------------------------
     def enqueue(self, message: Message, now: float, scheduled_for: float | None = None) -> int | None:
@@ -138,7 +143,9 @@ class Entity:
     def take_next(self, now: float, *, lock: bool) -> tuple[StoredMessage, bytes]:
         """Remove the next active message: lock it (peek-lock) or delete it (receive-and-delete).
         Returns the stored record and the encoded message to put on the wire."""
-        number = self._available.pop(0)
+        index = self.shuffle.randrange(len(self._available)) if self.shuffle is not None else 0
+        self.reordered += index > 0
+        number = self._available.pop(index)
         stored = self._messages[number]
         if lock:
             stored.lock_token = uuid.uuid4()

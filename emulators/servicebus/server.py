@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import threading
 import time
 from typing import Iterable, Iterator
@@ -153,6 +154,17 @@ class ServiceBusEmulator:
         """Every message the entity accepted, in order (duplicates dropped are not in it)."""
         with self.namespace.lock:
             return list(self._entity(queue, dead_letter).seen)
+
+    def reorder_deliveries(self, queue: str, seed: int | None = 0) -> None:
+        """Deliver the queue's available messages in a seeded random order rather than oldest first,
+        as a partitioned queue or competing consumers do (None: oldest first again)."""
+        with self.namespace.lock:
+            self._entity(queue).shuffle = None if seed is None else random.Random(seed)
+
+    def reordered(self, queue: str) -> int:
+        """Deliveries that overtook an older available message."""
+        with self.namespace.lock:
+            return self._entity(queue).reordered
 
     def duplicates_dropped(self, queue: str) -> int:
         with self.namespace.lock:
