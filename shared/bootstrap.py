@@ -152,7 +152,7 @@ def build_container(settings: Settings) -> Container:
     graph_calls: Counter[str] = Counter()
     directory = GraphDirectory(graph, calls=graph_calls)
     mailer = GraphMailer(graph, calls=graph_calls, save_to_sent_items=False)
-    org = SalesforceRestOrg(salesforce_connector(settings))
+    org = SalesforceRestOrg(salesforce_connector(settings), timeout=settings.SALESFORCE_TIMEOUT_SECONDS)
     state = state_store(settings)
     queue = service_bus_queue(settings)
     mapping = configured_mapping(settings.MAPPING_FILE, APP_ROOT)

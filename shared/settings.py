@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     SALESFORCE_ACCESS_TOKEN: SecretStr | None = None
     SALESFORCE_CA_BUNDLE: str | None = None  # a local test CA (emulator); never needed in Azure
     SALESFORCE_API_VERSION: str = "59.0"
+    # A Salesforce call unanswered this long counts as a transient failure (retried with backoff).
+    SALESFORCE_TIMEOUT_SECONDS: float = Field(30.0, gt=0)
 
     # Service Bus: identity-based in Azure (…__fullyQualifiedNamespace), a connection string locally.
     SERVICEBUS_CONNECTION_STRING: SecretStr | None = Field(

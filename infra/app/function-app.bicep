@@ -155,6 +155,7 @@ var appSettings = {
   // Escrow: users that failed for good are retried 6 h, 12 h, 24 h after the first failure, then daily, for 28 days.
   ESCROW_RETRY_SECONDS: '21600'
   LEASE_SECONDS: '120'
+  SALESFORCE_TIMEOUT_SECONDS: '30'
   // Deletion threshold: deactivations beyond it within the window are held for an admin's decision.
   DEACTIVATION_THRESHOLD: '500'
   DEACTIVATION_THRESHOLD_PERCENT: '20'
