@@ -131,10 +131,19 @@ class DeletionGuard:
     def _hold_beyond_limit(self, candidates: list[Operation]) -> list[HeldDeactivation]:
         if not candidates:
             return []
-        limit = self.limit()
+        links = self._active_link_count()
+        limit = deactivation_limit(self._config.threshold, self._config.threshold_percent, links)
         if limit is None:
             return []
         granted = self._state.reserve_deactivations(len(candidates), limit, self._config.window_seconds)
+        if granted < len(candidates) and self._config.threshold_percent > 0:
+            # Never hold on a cached count: during a first sync the app keeps more users active by
+            # the minute, and a count from minutes ago would hold ordinary leavers.
+            fresh = self._active_link_count(fresh=True)
+            if fresh > links:
+                limit = deactivation_limit(self._config.threshold, self._config.threshold_percent, fresh) or limit
+                granted += self._state.reserve_deactivations(len(candidates) - granted, limit,
+                                                             self._config.window_seconds)
         if granted == len(candidates):
             return []
         log.warning("deactivation threshold reached (%d per %.0f s): applying %d, holding %d",
@@ -153,11 +162,11 @@ class DeletionGuard:
         """How many deactivations one window allows now; None without a threshold. Reads only."""
         return deactivation_limit(self._config.threshold, self._config.threshold_percent, self._active_link_count())
 
-    def _active_link_count(self) -> int:
+    def _active_link_count(self, *, fresh: bool = False) -> int:
         if self._config.threshold_percent <= 0:
             return 0
         cached = self._active_links
-        if cached is None or time.monotonic() - cached[1] > self._config.active_links_ttl_seconds:
+        if fresh or cached is None or time.monotonic() - cached[1] > self._config.active_links_ttl_seconds:
             cached = self._active_links = (self._state.count_active_links(), time.monotonic())
         return cached[0]
 
