@@ -46,6 +46,11 @@ def required_text(what: str, value: object) -> str:
     return value
 
 
+def intent_rows(intents: Mapping[str, str]) -> dict[str, str]:
+    """Create intents checked and keyed as stored: lower-case Entra id → Username."""
+    return {object_key(entra_id): required_text("Username", username) for entra_id, username in intents.items()}
+
+
 def cursor_update(name: str, value: str | None) -> tuple[str, str | None]:
     if value is not None and not isinstance(value, str):
         raise TypeError(f"cursor value must be a string or None, got {type(value).__name__}")

@@ -33,6 +33,7 @@ from .state_codec import (
     failure_values,
     held_from,
     held_values,
+    intent_rows,
     lease_expiry,
     lease_is_free,
     link_from,
@@ -57,7 +58,9 @@ CREATE TABLE IF NOT EXISTS held ({", ".join(f"{name} TEXT" for name in HELD_FIEL
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS escrow ({", ".join(f"{name} {'INTEGER' if name in ('failures', 'retries') else 'TEXT'}"
                                             for name in ESCROW_FIELDS)}, PRIMARY KEY (entra_id));
+CREATE TABLE IF NOT EXISTS create_intents (entra_id TEXT PRIMARY KEY, username TEXT NOT NULL);
 """
+_MAX_PARAMETERS = 500  # well under SQLite's limit on host parameters per statement
 
 
 class SqliteStateStore:
@@ -147,6 +150,30 @@ class SqliteStateStore:
                 (salesforce_key(salesforce_id),),
             ).fetchall()
         return [link_from(dict(zip(LINK_FIELDS, row))) for row in rows]
+
+    # create intents
+    def put_create_intents(self, intents: Mapping[str, str]) -> None:
+        rows = intent_rows(intents)
+        with self._transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO create_intents (entra_id, username) VALUES (?, ?)", rows.items())
+
+    def create_intents(self, entra_ids: Iterable[str]) -> dict[str, str]:
+        keys = sorted({object_key(entra_id) for entra_id in entra_ids})
+        found: dict[str, str] = {}
+        for start in range(0, len(keys), _MAX_PARAMETERS):
+            chunk = keys[start : start + _MAX_PARAMETERS]
+            with self._errors(), self._lock:
+                rows = self._db.execute(
+                    f"SELECT entra_id, username FROM create_intents WHERE entra_id IN ({', '.join('?' for _ in chunk)})",
+                    chunk,
+                ).fetchall()
+            found.update(rows)
+        return found
+
+    def delete_create_intents(self, entra_ids: Iterable[str]) -> None:
+        keys = [(object_key(entra_id),) for entra_id in entra_ids]
+        with self._transaction() as db:
+            db.executemany("DELETE FROM create_intents WHERE entra_id = ?", keys)
 
     # leases
     def claim(self, key: str, owner: str, ttl_seconds: float) -> bool:

@@ -41,6 +41,7 @@ from .state_codec import (
     failure_values,
     held_from,
     held_values,
+    intent_rows,
     lease_expiry,
     lease_is_free,
     link_from,
@@ -55,7 +56,8 @@ from .state_codec import (
     window_grant,
 )
 
-_TABLE_KINDS = ("Cursors", "Assignments", "Links", "Leases", "Failures", "Held", "Counters", "Escrow")
+_TABLE_KINDS = ("Cursors", "Assignments", "Links", "Leases", "Failures", "Held", "Counters", "Escrow",
+                "CreateIntents")
 _TABLE_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,50}$")
 _TRANSACTION_LIMIT = 100
 _CURSOR_PARTITION = "cursor"
@@ -207,6 +209,28 @@ class TableStateStore:
             "salesforce_id ge @low and salesforce_id lt @high", parameters={"low": key, "high": key + "~"})
         links = [link_from(entity) for entity in entities if entity["salesforce_id"][:15] == key]
         return sorted(links, key=lambda link: link.entra_id)
+
+    # create intents
+    @_translate_errors
+    def put_create_intents(self, intents: Mapping[str, str]) -> None:
+        operations = [("upsert", {**_entity_address(key), "username": username}, {"mode": UpdateMode.REPLACE})
+                      for key, username in intent_rows(intents).items()]
+        self._submit_by_partition(self._table("CreateIntents"), operations)
+
+    @_translate_errors
+    def create_intents(self, entra_ids: Iterable[str]) -> dict[str, str]:
+        table = self._table("CreateIntents")
+        found = {}
+        for key in sorted({object_key(entra_id) for entra_id in entra_ids}):
+            entity = self._get(table, _bucket(key), encode_key(key))
+            if entity is not None:
+                found[key] = entity["username"]
+        return found
+
+    @_translate_errors
+    def delete_create_intents(self, entra_ids: Iterable[str]) -> None:
+        keys = {object_key(entra_id) for entra_id in entra_ids}
+        self._submit_by_partition(self._table("CreateIntents"), [("delete", _entity_address(key)) for key in sorted(keys)])
 
     # leases
     @_translate_errors

@@ -120,6 +120,11 @@ class AttributeMapping:
                 out[f.target] = value
         return out
 
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Target field → the value used when the source is empty."""
+        return {f.target: f.default for f in self.fields if f.default is not None}
+
     def create_only_fields(self) -> frozenset[str]:
         return frozenset(f.target for f in self.fields if f.apply == "on-create")
 
@@ -179,6 +184,15 @@ def default_salesforce_mapping() -> AttributeMapping:
             FieldMapping("TimeZoneSidKey", lambda s: None, default="America/Los_Angeles"),
         )
     )
+
+
+def map_user(mapping: AttributeMapping, user: EntraUser, app_role_ids: frozenset[str], roles: Mapping[str, AppRole],
+             profile_priority: Sequence[str]) -> tuple[MappingInput, dict[str, Any]]:
+    """One in-scope user through the mapping: what its expressions read (roles resolved by
+    `profile_priority`) and the mapped fields. ProfileName and UserRoleName are still names here; the
+    engine resolves them against the org, then converts picklist values (normalize_picklists)."""
+    source = MappingInput(user, resolve_role_names(app_role_ids, roles, profile_priority))
+    return source, mapping.apply(source)
 
 
 def resolve_role_names(

@@ -205,6 +205,21 @@ class StateStore(Protocol):
         """The links that point at this Salesforce user (15- or 18-character id; a scan, for admin commands)."""
         ...
 
+    def put_create_intents(self, intents: Mapping[str, str]) -> None:
+        """Entra id → the Username a Salesforce user is about to be created with, recorded before the
+        create call. An intent outlives a create whose answer never came (a timeout, a crashed
+        worker), so a later reconcile still finds that user under this Username, even once the UPN
+        changed. Insert or replace."""
+        ...
+
+    def create_intents(self, entra_ids: Iterable[str]) -> dict[str, str]:
+        """The recorded intents of these users (those without one are left out)."""
+        ...
+
+    def delete_create_intents(self, entra_ids: Iterable[str]) -> None:
+        """Absent ids are ignored."""
+        ...
+
     def claim(self, key: str, owner: str, ttl_seconds: float) -> bool:
         """Take a short lease on key (e.g. an Entra id) for owner; False while someone else holds an
         unexpired lease. Used so two concurrent messages for one user never create two Salesforce users."""

@@ -23,7 +23,7 @@ from ..core.mapping import (
     AttributeMapping,
     MappingInput,
     fields_hash,
-    resolve_role_names,
+    map_user,
 )
 from ..core.messages import ReconcileMessage, failure_key
 from ..core.models import AppRole, EntraUserState, FailureRecord, SalesforceUser, UserLink
@@ -129,6 +129,8 @@ class _Work:
     error: ProvisioningError | None = None
     permission_sets: PermissionSetChange | None = None
     stored_link: UserLink | None = None  # the link as this batch left it (link: as it was found)
+    intent: str | None = None  # the Username of an earlier create whose answer never came
+    recovered: bool = False  # linked to the user that earlier create made; link not stored yet
 
 
 class Provisioner:
@@ -308,7 +310,7 @@ class Provisioner:
 
     async def _map(self, work: list[_Work]) -> None:
         mapping = self._config.mapping
-        defaults = {f.target: f.default for f in mapping.fields if f.default is not None}
+        defaults = mapping.defaults
         try:
             roles = await self._app_roles() if work else {}
         except ProvisioningError as exc:  # Graph down: each user retries on the message's own backoff
@@ -328,9 +330,8 @@ class Provisioner:
             if w.scope_reason is not None or w.state.user is None:
                 continue
             try:
-                role_names = resolve_role_names(w.state.app_role_ids, roles, self._config.profile_priority)
-                w.source = MappingInput(w.state.user, role_names)
-                mapped = mapping.apply(w.source)
+                w.source, mapped = map_user(mapping, w.state.user, w.state.app_role_ids, roles,
+                                            self._config.profile_priority)
                 if PROFILE_NAME in mapped:
                     mapped["ProfileId"] = await references.profile_id(mapped.pop(PROFILE_NAME))
                 if USER_ROLE_NAME in mapped:
@@ -348,6 +349,11 @@ class Provisioner:
                 log.info("entra=%s: %s not in the restricted picklist; the mapping's default is used",
                          w.entra_id, ", ".join(fell_back))
             w.match_values = tuple((f, w.desired.get(f)) for f in mapping.matching_fields)
+        unlinked = [w for w in work if w.error is None and w.state is not None and w.link is None]
+        if unlinked:
+            intents = self._state.create_intents([w.entra_id for w in unlinked])
+            for w in unlinked:
+                w.intent = intents.get(w.entra_id)
 
     async def _plan(self, work: list[_Work]) -> None:
         mapping = self._config.mapping
@@ -363,7 +369,7 @@ class Provisioner:
         guesses = unique.first_guesses([w.source for w in live if w.link is None and w.source is not None])
         for name, values in guesses.items():
             wanted[name] |= values
-        usernames = wanted.pop("Username", set())
+        usernames = wanted.pop("Username", set()) | {w.intent for w in live if w.intent}
         found: list[SalesforceUser] = []
         if ids or usernames or wanted:
             try:
@@ -376,7 +382,13 @@ class Provisioner:
         by_id = {u.id: u for u in found}
         index = index_for_matching(found, mapping.matching_fields)
         create_only = mapping.create_only_fields()
+        by_username = {str(u.get("Username") or "").casefold(): u for u in found}
         for w in live:
+            made = by_username.get(w.intent.casefold()) if w.intent else None
+            if made is not None:  # an earlier create landed though its answer was lost: that user is ours
+                log.info("entra=%s: an earlier create whose answer was lost made sf=%s; linking it", w.entra_id, made.id)
+                w.link = UserLink(w.entra_id, made.id, last_outcome="create")
+                w.recovered = True
             try:
                 w.current = match_by_precedence(w.link, w.match_values, by_id, index)
             except ProvisioningError as exc:
@@ -416,6 +428,12 @@ class Provisioner:
             work = [w for w in work if w.error is None]
         creates = [w for w in work if w.operation and w.operation.action == "create"]
         updates = [w for w in work if w.operation and w.operation.is_write and w.operation.action != "create"]
+        # Written ahead: if a create's answer is lost (timeout, crash), the next reconcile still finds
+        # the user it made under this Username, whatever the UPN is by then.
+        intents = {w.entra_id: w.operation.record["Username"] for w in creates if w.operation.record.get("Username")}  # type: ignore[union-attr]
+        if intents:
+            self._state.put_create_intents(intents)
+        answered: list[str] = []  # creates Salesforce surely made or surely refused: their intents are settled
         # Updates first: deactivations free licences that the creates of the same batch may need.
         for batch, call in ((updates, self._org.update_users), (creates, self._org.create_users)):
             if not batch:
@@ -427,8 +445,10 @@ class Provisioner:
                     w.error = exc
                 continue
             for w, result in zip(batch, results, strict=True):
+                if batch is creates and not (result.error and result.error.transient):  # a timeout may have landed
+                    answered.append(w.entra_id)
                 if result.error is not None:
-                    w.error = clash_is_transient(result.error, self._config.mapping)
+                    w.error = _in_doubt(w, clash_is_transient(result.error, self._config.mapping))
                 else:
                     if w.operation.salesforce_id is None:  # type: ignore[union-attr]
                         w.operation = replace(w.operation, salesforce_id=result.salesforce_id)  # created: log its id
@@ -436,6 +456,13 @@ class Provisioner:
         for w in work:
             if w.operation and w.operation.action == "noop" and w.desired is not None:
                 self._link(w, w.operation.salesforce_id)  # adopt a matched user, or settle a pending email
+            elif w.recovered and w.operation and w.operation.action == "noop":  # out of scope, already inactive
+                self._state.put_link(replace(w.link, last_outcome="deactivate",  # type: ignore[arg-type]
+                                             updated_at=datetime.now(timezone.utc).isoformat()))
+                w.recovered = False
+        settled = answered + [w.entra_id for w in work if w.intent and not w.recovered and w.link is not None]
+        if settled:
+            self._state.delete_create_intents(settled)
         if released:
             self._safety.forget_released([w.entra_id for w in work if w.entra_id in released and w.error is None])  # type: ignore[union-attr]
 
@@ -482,6 +509,7 @@ class Provisioner:
         if op.is_write or not unchanged:
             self._state.put_link(link)
             w.stored_link = link
+        w.recovered = False
 
     def _audit(self, result: UserResult, message_id: str, *, status: str | None = None) -> None:
         op = result.operation
@@ -501,6 +529,17 @@ class Provisioner:
             permission_sets_added=granted.added,
             permission_sets_removed=granted.removed,
         ).emit()
+
+
+def _in_doubt(w: _Work, error: ProvisioningError) -> ProvisioningError:
+    """DUPLICATE_USERNAME for the Username an earlier, unanswered create of this user used: that
+    create may have landed after this attempt looked. Retried (the next attempt finds and links it);
+    the intent is settled now, so a username truly taken elsewhere fails permanently next time."""
+    if error.code == "DUPLICATE_USERNAME" and w.intent and w.operation and \
+            str(w.operation.record.get("Username", "")).casefold() == w.intent.casefold():
+        return TransientError("CreateInDoubt", "the username is taken, possibly by this user's earlier create "
+                              "whose answer was lost; looking again", system="salesforce")
+    return error
 
 
 def _retryable(error: ProvisioningError) -> bool:

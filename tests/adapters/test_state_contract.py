@@ -459,6 +459,25 @@ def test_escrow_entries_round_trip_replace_and_delete(make_store: Callable[[], S
     store.delete_escrows([])
 
 
+# create intents
+
+def test_create_intents_round_trip_replace_and_delete(make_store: Callable[[], StateStore]) -> None:
+    store, other = make_store(), make_store()
+    first, second, never = guid(), guid(), guid()
+    store.put_create_intents({first.upper(): "o'brien@contoso.com", second: "ann@contoso.com"})
+    assert other.create_intents([first, second.upper(), never]) == {first: "o'brien@contoso.com",
+                                                                    second: "ann@contoso.com"}
+    other.put_create_intents({second: "ann.new@contoso.com"})
+    store.delete_create_intents([first, never])
+    assert store.create_intents([first, second]) == {second: "ann.new@contoso.com"}
+    with pytest.raises(ValueError, match="Username"):
+        store.put_create_intents({first: "ok@contoso.com", guid(): ""})
+    assert store.create_intents([first]) == {}  # nothing of a rejected call written
+    store.put_create_intents({})
+    store.delete_create_intents([])
+    assert store.create_intents([]) == {}
+
+
 # adapter-specific edges
 
 @pytest.mark.parametrize("key", AWKWARD_KEYS + ["plain-guid-0f8fad5b", "!2F", "%2F"])

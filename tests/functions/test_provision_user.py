@@ -3,6 +3,7 @@ func.ServiceBusMessage the worker builds, and the outcome read from the emulated
 the state store."""
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -16,8 +17,9 @@ from .conftest import stack_fixture
 from .new_hires import hire, upn_of
 from .service_bus_io import reconcile_message
 
-# Retries scheduled by these tests stay scheduled (minutes ahead) instead of reappearing mid-module.
-stack = stack_fixture(retry_base_seconds=600)
+# Retries scheduled by these tests stay scheduled (minutes ahead) instead of reappearing mid-module;
+# a Salesforce call unanswered for a second has timed out.
+stack = stack_fixture(retry_base_seconds=600, settings={"SALESFORCE_TIMEOUT_SECONDS": "1"})
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -140,3 +142,59 @@ async def test_a_transient_salesforce_fault_schedules_a_retry_and_completes(stac
     assert retry.message_id == message.message_id + "/retry1"
     assert state.get_failure(message.message_id) is None
     assert salesforce_user(stack, "katherine.johnson@contoso.com") is None
+
+
+async def until_salesforce_has(stack, username: str) -> dict:
+    for _ in range(100):
+        if (found := salesforce_user(stack, username)) is not None:
+            return found
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no Salesforce user {username}")
+
+
+async def test_a_create_that_timed_out_but_landed_is_linked_after_the_upn_changed(stack, queue, state, provision):
+    user_id = hire(stack, "Hedy", "Lamarr")
+    stack.org.faults.hang_seconds = 1.5  # answered, and applied, after the client gave up
+    stack.org.faults.fail_next("hang", writes_only=True)
+    await deliver(queue, provision, reconcile_message(user_id, "hire"))  # timed out: a retry is scheduled
+    created = await until_salesforce_has(stack, "hedy.lamarr@contoso.com")
+    assert state.get_link(user_id) is None and state.create_intents([user_id]) == {user_id: "hedy.lamarr@contoso.com"}
+
+    stack.tenant.update_user(user_id, userPrincipalName="hedy.markey@contoso.com", mail="hedy.markey@contoso.com")
+    await deliver(queue, provision, reconcile_message(user_id, "renamed"))
+
+    assert salesforce_user(stack, "hedy.lamarr@contoso.com") is None  # renamed, not created a second time
+    renamed = salesforce_user(stack, "hedy.markey@contoso.com")
+    assert renamed is not None and renamed["Id"] == created["Id"] and renamed["IsActive"] is True
+    assert state.get_link(user_id).salesforce_id == created["Id"] and state.create_intents([user_id]) == {}
+
+
+async def test_a_user_made_by_a_crashed_worker_is_deactivated_when_out_of_scope(stack, queue, state, provision):
+    user_id = hire(stack, "Claude", "Shannon")
+    username = "claude.shannon@contoso.com"
+    # what a worker killed after its create and before storing the link leaves behind
+    state.put_create_intents({user_id: username})
+    made = stack.org.create_user({"Username": username, "LastName": "Shannon", "Email": username, "Alias": "claude",
+                                  "ProfileId": stack.org.profile_id("Standard User"), "TimeZoneSidKey": "America/Los_Angeles",
+                                  "LocaleSidKey": "en_US", "EmailEncodingKey": "UTF-8", "LanguageLocaleKey": "en_US"})
+    stack.tenant.update_user(user_id, accountEnabled=False)
+    await deliver(queue, provision, reconcile_message(user_id, "disabled"))
+
+    assert stack.org.get_user(made)["IsActive"] is False  # ours, so deactivated; an unlinked stranger would be left
+    assert state.get_link(user_id).salesforce_id[:15] == made[:15] and state.create_intents([user_id]) == {}
+
+
+async def test_a_username_taken_elsewhere_after_an_unanswered_create_is_looked_at_once_more(stack, queue, state, provision):
+    user_id = hire(stack, "Barbara", "Liskov")
+    username = "barbara.liskov@contoso.com"
+    state.put_create_intents({user_id: username})  # an earlier create got no answer
+    stack.org.registry.reserve(username)  # ... and the username is in fact another org's
+    await deliver(queue, provision, reconcile_message(user_id, "hire"))  # in doubt: retried, not failed
+    assert state.get_failure(reconcile_message(user_id, "hire").message_id) is None
+    assert state.create_intents([user_id]) == {}
+
+    message = reconcile_message(user_id, "hire-retry")
+    with pytest.raises(MessageFailed):  # nothing of ours found again: now it is the other org's name
+        await deliver(queue, provision, message)
+    assert state.get_failure(message.message_id).code == "DUPLICATE_USERNAME"
+
