@@ -7,7 +7,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 from emulators.graph import run_graph_emulator
 from emulators.graph.demo_tenant import DemoTenant, seed_demo_tenant
@@ -69,8 +69,10 @@ def _demo_org(demo: DemoTenant, tenant: Tenant) -> EmulatedOrg:
 
 
 @contextlib.contextmanager
-def local_stack(users: int = 1200, seed: int = 7, workdir: str | None = None, retry_base_seconds: float = 1.0) -> Iterator[LocalStack]:
-    """Start and seed everything; yield the handles and the settings (as environment variables)."""
+def local_stack(users: int = 1200, seed: int = 7, workdir: str | None = None, retry_base_seconds: float = 1.0,
+                lock_seconds: float = 30.0, settings: Mapping[str, str] | None = None) -> Iterator[LocalStack]:
+    """Start and seed everything; yield the handles and the settings (as environment variables).
+    lock_seconds: the queue's message lock duration; settings: app settings to add or override."""
     tenant = Tenant(seed=seed)
     demo = seed_demo_tenant(tenant, users=users, seed=seed)
     with contextlib.ExitStack() as stack:
@@ -79,7 +81,8 @@ def local_stack(users: int = 1200, seed: int = 7, workdir: str | None = None, re
         graph = stack.enter_context(run_graph_emulator(tenant, page_size=200))
         salesforce = stack.enter_context(run_salesforce_emulator(_demo_org(demo, tenant)))
         servicebus = stack.enter_context(
-            run_servicebus_emulator(queues=[QueueConfig(QUEUE, max_delivery_count=MAX_DELIVERY_COUNT)])
+            run_servicebus_emulator(queues=[QueueConfig(QUEUE, max_delivery_count=MAX_DELIVERY_COUNT,
+                                                     lock_duration=lock_seconds)])
         )
         env = {
             "GRAPH_BASE_URL": graph.base_url,
@@ -99,6 +102,7 @@ def local_stack(users: int = 1200, seed: int = 7, workdir: str | None = None, re
             "RETRY_BASE_SECONDS": str(retry_base_seconds),
             "RETRY_MAX_SECONDS": str(retry_base_seconds * 8),
             "DETECT_SCHEDULE": "0 */5 * * * *",
+            **(settings or {}),
         }
         yield LocalStack(tenant, demo, graph, salesforce, servicebus, env, work)
 
