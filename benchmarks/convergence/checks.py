@@ -1,8 +1,9 @@
 """After the run: is Salesforce where the mapping says it should be, and was every failure reported?
 
 Expected values come from the emulator's final Entra state through the product's own mapping code
-(`desired_fields`, `out_of_scope_reason`), never from what the app stored. Findings name object ids
-and field names only."""
+(`out_of_scope_reason`, `map_user`, `normalize_picklists`), never from what the app stored; profile
+and role names are resolved against the org. Fields set on create only (Alias, CommunityNickname,
+picked unique by SelectUniqueValue) are not compared. Findings name object ids and field names only."""
 from __future__ import annotations
 
 import re
@@ -11,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from cli.local_stack import QUEUE, LocalStack
-from shared.core.errors import ProvisioningError
-from shared.core.mapping import AttributeMapping
+from shared.core.errors import PermanentError, ProvisioningError
+from shared.core.mapping import PROFILE_NAME, USER_ROLE_NAME, AttributeMapping, map_user
 from shared.core.models import AppRole, EntraUser, EntraUserState, FailureRecord
-from shared.core.planning import desired_fields, out_of_scope_reason
+from shared.core.planning import out_of_scope_reason
+from shared.core.salesforce_rules import normalize_picklists
 
 DIGEST_SUBJECT = re.compile(r"^Salesforce provisioning: \d+ failures? \(")
 _SECTION = re.compile(r"^== (\S+) \(")
@@ -68,8 +70,9 @@ def check(stack: LocalStack, mapping: AttributeMapping, profile_priority: tuple[
 
     sp = tenant.service_principal(stack.demo.service_principal_id)
     roles = {r.id: AppRole(r.id, r.display_name, r.value, r.is_enabled) for r in sp.app_roles}
-    _, profiles = org.query("SELECT Id, Name FROM Profile")
-    profile_ids = {p["Name"]: p["Id"] for p in profiles}
+    references = {name: {r["Name"]: r["Id"] for r in org.query(f"SELECT Id, Name FROM {sobject}")[1]}
+                  for name, sobject in ((PROFILE_NAME, "Profile"), (USER_ROLE_NAME, "UserRole"))}
+    create_only = mapping.create_only_fields()
     for entra_id in user_ids:
         found.users += 1
         user = tenant.find_user(entra_id)
@@ -90,7 +93,8 @@ def check(stack: LocalStack, mapping: AttributeMapping, profile_priority: tuple[
         found.in_scope += 1
         unmappable = ""
         try:
-            desired, _ = desired_fields(mapping, state.user, role_ids, roles, profile_priority, profile_ids)  # type: ignore[arg-type]
+            desired = _desired(mapping, state.user, role_ids, roles, profile_priority, references)  # type: ignore[arg-type]
+            desired = {k: v for k, v in desired.items() if k not in create_only}
         except ProvisioningError as exc:
             desired, unmappable = None, exc.code  # its failure must have been reported
         differing = _differences(org, theirs[0], desired) if len(theirs) == 1 and desired is not None else None
@@ -104,6 +108,19 @@ def check(stack: LocalStack, mapping: AttributeMapping, profile_priority: tuple[
                    else f"fields differ: {', '.join(differing or [])}")
             found.lost.append(f"{entra_id}: {why}")
     return found
+
+
+def _desired(mapping: AttributeMapping, user: EntraUser, role_ids: frozenset[str], roles: Mapping[str, AppRole],
+             profile_priority: tuple[str, ...], references: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
+    """The Salesforce fields the mapping gives this user, names resolved to the org's ids."""
+    _, mapped = map_user(mapping, user, role_ids, roles, profile_priority)
+    for name, field_name in ((PROFILE_NAME, "ProfileId"), (USER_ROLE_NAME, "UserRoleId")):
+        if name in mapped:
+            value = mapped.pop(name)
+            if value not in references[name]:
+                raise PermanentError("UnknownReference", f"no {name} {value!r} in the org")
+            mapped[field_name] = references[name][value]
+    return normalize_picklists(mapped, mapping.defaults)[0]
 
 
 def _differences(org: Any, sf: Mapping[str, Any], desired: Mapping[str, Any]) -> list[str]:
