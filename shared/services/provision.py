@@ -453,6 +453,12 @@ class Provisioner:
                     if w.operation.salesforce_id is None:  # type: ignore[union-attr]
                         w.operation = replace(w.operation, salesforce_id=result.salesforce_id)  # created: log its id
                     self._link(w, w.operation.salesforce_id)  # type: ignore[union-attr]
+        # SelectUniqueValue picks are taken once created (not when picked: a failed create is retried and
+        # must be free to pick them again, or each failed attempt would use up one of its candidates).
+        made = [w.operation.record for w in creates if w.error is None]  # type: ignore[union-attr]
+        if made:
+            self._unique_taken.add({f.target: [r[f.target] for r in made if r.get(f.target)]
+                                    for f in self._config.mapping.unique_fields})
         for w in work:
             if w.operation and w.operation.action == "noop" and w.desired is not None:
                 self._link(w, w.operation.salesforce_id)  # adopt a matched user, or settle a pending email

@@ -91,9 +91,6 @@ class UniqueValuePicker:
         if queries:
             log.info("unique values for %d new users needed %d more queries (candidates taken in the org)",
                      len(sources), queries)
-        # Taken from now on, whether or not the create succeeds: later batches need not ask about them.
-        self._taken_before.add({name: [p[name] for p in picks if isinstance(p, dict) and name in p]
-                                for name in self._fields})
         return picks
 
 

@@ -198,3 +198,15 @@ async def test_a_username_taken_elsewhere_after_an_unanswered_create_is_looked_a
         await deliver(queue, provision, message)
     assert state.get_failure(message.message_id).code == "DUPLICATE_USERNAME"
 
+
+
+async def test_creates_that_failed_transiently_do_not_use_up_the_unique_candidates(stack, queue, state, provision):
+    user_id = hire(stack, "Radia", "Perlman")
+    for attempt in range(4):  # more failed attempts than CommunityNickname has candidates (3)
+        stack.org.faults.fail_next("lock", writes_only=True)
+        await deliver(queue, provision, reconcile_message(user_id, f"attempt-{attempt}"))  # retried, not failed
+    message = reconcile_message(user_id, "attempt-5")
+    await deliver(queue, provision, message)
+    created = salesforce_user(stack, "radia.perlman@contoso.com")
+    assert created is not None and state.get_failure(message.message_id) is None
+    assert created["CommunityNickname"] == "Radia.Perlman"  # its first candidate, still free
