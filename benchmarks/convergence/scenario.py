@@ -46,6 +46,8 @@ SETTINGS = {
     "LICENSE_RETRY_SECONDS": "1",
     "LEASE_SECONDS": "10",
     "SALESFORCE_TIMEOUT_SECONDS": "2",
+    "QUARANTINE_BACKOFF_BASE_SECONDS": "1",
+    "QUARANTINE_BACKOFF_MAX_SECONDS": "4",
 }
 LOCK_SECONDS = 5.0  # the queue's message lock (Service Bus default: 30 s, up to 5 minutes)
 DRAIN_TIMEOUT_SECONDS = 1800.0
@@ -142,7 +144,7 @@ class _Run:
             self.tenant_changes.update({k.removesuffix("_ids"): len(v) for k, v in vars(changes).items()
                                         if k.endswith("_ids")})
             self._note_usernames()
-            stack.org.expire_session(3)
+            stack.org.expire_session(1)
             faults.one_of_each(stack)
             with faults.detect_dies_at_checkpoint(self.container):
                 try:
