@@ -197,6 +197,8 @@ async def test_a_username_taken_elsewhere_after_an_unanswered_create_is_looked_a
     with pytest.raises(MessageFailed):  # nothing of ours found again: now it is the other org's name
         await deliver(queue, provision, message)
     assert state.get_failure(message.message_id).code == "DUPLICATE_USERNAME"
+    received, _ = await queue.receive_binding(message.message_id)  # the abandoned message, delivered again
+    await queue.complete(received)
 
 
 

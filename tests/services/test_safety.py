@@ -6,6 +6,7 @@ import uuid
 from shared.adapters.state_sqlite import SqliteStateStore
 from shared.core.models import UserLink
 from shared.core.planning import Operation
+from shared.services.admin_mail import AdminMail
 from shared.services.safety import DeletionGuard, SafetyConfig
 
 
@@ -31,8 +32,8 @@ def deactivations(count: int) -> list[Operation]:
 
 async def test_a_count_of_active_links_read_early_in_a_first_sync_never_holds_later_leavers():
     state, outbox = SqliteStateStore(":memory:"), Outbox()
-    guard = DeletionGuard(state, outbox, queue=None, sender="app@contoso.com", recipients=["admin@contoso.com"],  # type: ignore[arg-type]
-                          config=SafetyConfig(threshold=0, threshold_percent=20))
+    mail = AdminMail(state, outbox, "app@contoso.com", ["admin@contoso.com"])
+    guard = DeletionGuard(state, mail, queue=None, config=SafetyConfig(threshold=0, threshold_percent=20))  # type: ignore[arg-type]
     link_users(state, 10)
     assert (await guard.screen(deactivations(1))).replacements == {}  # 1 of 10 links: allowed; the count is kept
     link_users(state, 90)  # the first sync goes on: 100 active links, 20% is 20 deactivations
