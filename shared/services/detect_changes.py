@@ -25,8 +25,10 @@ from datetime import datetime, timezone
 
 from ..core.errors import DeltaTokenExpired, ProvisioningError, TransientError
 from ..core.messages import ReconcileMessage, Reason
+from ..core.models import DeltaPage
 from ..core.ports import Directory, ReconcileQueue, StateStore
 from .audit import CycleRecord
+from .delta_follow import follow_delta
 from .membership_changes import MembershipWatcher
 
 log = logging.getLogger(__name__)
@@ -146,21 +148,12 @@ class ChangeDetector:
         return {u: frozenset(r) for u, r in roles.items()}
 
     async def _follow_delta(self, link: str | None, scope: set[str], sent: set[str], reason: Reason) -> tuple[int, int]:
-        """Follow users/delta from link (None: initial sync) to a new deltaLink, enqueuing users in scope.
-        The cursor is stored after every page's messages were sent: a timeout resumes, not restarts."""
-        cause_prefix = "initial:" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M") if link is None else ""
-        changes = pages = 0
-        while True:
-            page = await self._directory.users_delta_page(link, self.config.select)
-            pages += 1
-            ids = sorted({c.user_id for c in page.changes if c.user_id in scope and c.user_id not in sent})
-            cause = link or cause_prefix
-            await self._queue.send([ReconcileMessage.new(u, reason, _digest(cause)) for u in ids])
-            sent.update(ids)
-            changes += len(ids)
-            link = page.next_link or page.delta_link
-            if link is None:
-                raise DeltaTokenExpired("users/delta page had neither a nextLink nor a deltaLink")
-            self._state.set_cursor(DELTA_CURSOR, link)
-            if page.next_link is None:
-                return changes, pages
+        """Follow users/delta from link (None: initial sync) to a new deltaLink, enqueuing users in scope."""
+        async def fetch(page_link: str | None) -> DeltaPage:
+            return await self._directory.users_delta_page(page_link, self.config.select)
+
+        async def user_ids(page: DeltaPage) -> set[str]:
+            return {c.user_id for c in page.changes}
+
+        return await follow_delta(DELTA_CURSOR, link, fetch, user_ids, reason=reason, scope=scope, sent=sent,
+                                  queue=self._queue, state=self._state)

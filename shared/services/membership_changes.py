@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from datetime import datetime, timezone
 from typing import Iterable
 
 from ..core.errors import DeltaTokenExpired
-from ..core.messages import ReconcileMessage
+from ..core.models import GroupDeltaPage
 from ..core.ports import Directory, ReconcileQueue, StateStore
+from .delta_follow import follow_delta
 
 log = logging.getLogger(__name__)
 
@@ -67,27 +67,21 @@ class MembershipWatcher:
 
     async def _rounds(self, name: str, link: str | None, chunk: list[str], scope: set[str], sent: set[str],
                       expand_nested: bool) -> tuple[int, int]:
-        """Follow one cursor to its new deltaLink, storing it after each page's messages were sent."""
+        """Follow one cursor to its new deltaLink."""
         first_round = link is None
-        enqueued = pages = 0
-        while True:
-            page = await self._directory.groups_delta_page(link, chunk)
-            pages += 1
+
+        async def fetch(page_link: str | None) -> GroupDeltaPage:
+            return await self._directory.groups_delta_page(page_link, chunk)
+
+        async def user_ids(page: GroupDeltaPage) -> set[str]:
             users = {c.member_id for c in page.changes if c.member_type == "user"}
             if expand_nested and not first_round:  # a first round's nested groups are followed themselves
                 for change in (c for c in page.changes if c.member_type == "group"):
                     users.update(await self._directory.group_transitive_user_ids(change.member_id))
-            ids = sorted((users & scope) - sent)
-            cause = link or f"{name}:first:" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M")
-            await self._queue.send([ReconcileMessage.new(u, "membership", cause) for u in ids])
-            sent.update(ids)
-            enqueued += len(ids)
-            link = page.next_link or page.delta_link
-            if link is None:
-                raise DeltaTokenExpired("groups/delta page had neither a nextLink nor a deltaLink")
-            self._state.set_cursor(name, link)
-            if page.next_link is None:
-                return enqueued, pages
+            return users
+
+        return await follow_delta(name, link, fetch, user_ids, reason="membership", scope=scope, sent=sent,
+                                  queue=self._queue, state=self._state)
 
 
 def _chunks(ids: list[str] | tuple[str, ...]) -> list[list[str]]:
