@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cli.demo import CycleFigures, run_cycle
-from cli.local_stack import LocalStack, environment, local_stack
+from cli.local_stack import LocalStack, app_settings, local_stack
 
 DEFAULT_MAPPING = Path(__file__).resolve().parents[1] / "config" / "mapping.default.toml"
 # demo group → (permission sets, permission set groups)
@@ -74,19 +74,14 @@ def _permission_set_mapping(stack: LocalStack) -> dict[str, str]:
 
 
 async def benchmark(users: int, salesforce_latency: float, graph_latency: float, permission_sets: bool = False) -> dict:
-    from shared.bootstrap import current_container
-
-    with local_stack(users=users) as stack, environment(
-            {**stack.env, **(_permission_set_mapping(stack) if permission_sets else {})}):
+    with local_stack(users=users) as stack:
         stack.org.faults.latency = salesforce_latency
         stack.graph.faults.latency = graph_latency
         in_scope = len(stack.demo.expected_roles)
-        try:
+        async with app_settings(stack, _permission_set_mapping(stack) if permission_sets else None):
             started = time.monotonic()
             first = await run_cycle(stack)
             second = await run_cycle(stack)
-        finally:
-            await current_container().aclose()
         return {
             "users_in_tenant": users,
             "users_assigned": in_scope,

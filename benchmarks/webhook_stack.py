@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator
 from azure.functions.timer import TimerRequest
 
 from cli.demo import IDLE_SECONDS, run_cycle
-from cli.local_stack import LocalStack, environment, local_stack
+from cli.local_stack import LocalStack, app_settings, local_stack
 from emulators.functions_host import registered_functions
 from emulators.functions_http import HttpTriggerHost
 
@@ -35,18 +35,14 @@ class WebhookStack:
 async def provisioned_webhook_stack(users: int, idle_seconds: float = IDLE_SECONDS) -> AsyncIterator[WebhookStack]:
     """A seeded tenant of `users` provisioned by one detect cycle, with the webhooks' URLs in the settings."""
     import function_app
-    from shared.bootstrap import current_container
 
     with local_stack(users=users) as stack:
         async with HttpTriggerHost(function_app.app) as http:
             urls = {"NOTIFICATION_URL": http.url_for("graph_notifications"),
                     "LIFECYCLE_NOTIFICATION_URL": http.url_for("graph_lifecycle")}
-            with environment({**stack.env, **urls}):
-                try:
-                    await run_cycle(stack, idle_seconds=idle_seconds)
-                    yield WebhookStack(stack, registered_functions(function_app.app), http)
-                finally:
-                    await current_container().aclose()
+            async with app_settings(stack, urls):
+                await run_cycle(stack, idle_seconds=idle_seconds)
+                yield WebhookStack(stack, registered_functions(function_app.app), http)
 
 
 def latency_figures(samples_seconds: list[float], quantiles: tuple[int, ...] = (50, 95, 99)) -> dict[str, float | None]:

@@ -13,7 +13,7 @@ from azure.functions.timer import TimerRequest
 from emulators.functions_host import Invocation, QueueTriggerHost, registered_functions
 from emulators.graph.demo_tenant import apply_demo_changes
 
-from .local_stack import QUEUE, LocalStack, environment, local_stack
+from .local_stack import QUEUE, LocalStack, app_settings, local_stack
 from .provisioning_log import ProvisioningLog, RunSummary
 
 HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
@@ -104,13 +104,9 @@ async def drain_queue(stack: LocalStack, on_invocation: Callable[[Invocation], N
 
 
 async def run_demo(users: int, seed: int, printer: "DemoPrinter") -> tuple[CycleFigures, CycleFigures]:
-    with local_stack(users=users, seed=seed) as stack, environment(stack.env):
-        from shared.bootstrap import current_container
-
-        try:
+    with local_stack(users=users, seed=seed) as stack:
+        async with app_settings(stack):
             first, second, _ = await demo_cycles(stack, printer)
-        finally:
-            await current_container().aclose()
     return first, second
 
 

@@ -7,7 +7,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import AsyncIterator, Iterator, Mapping
 
 from emulators.graph import run_graph_emulator
 from emulators.graph.demo_tenant import DemoTenant, seed_demo_tenant
@@ -120,3 +120,16 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = old
+
+
+@contextlib.asynccontextmanager
+async def app_settings(stack: LocalStack, overrides: Mapping[str, str] | None = None) -> AsyncIterator[LocalStack]:
+    """The app pointed at `stack` (its settings in the environment, where the Functions host puts them,
+    with `overrides` on top) for the duration; the container those settings built is closed afterwards."""
+    from shared.bootstrap import current_container
+
+    with environment({**stack.env, **(overrides or {})}):
+        try:
+            yield stack
+        finally:
+            await current_container().aclose()

@@ -14,7 +14,7 @@ import pytest_asyncio
 
 from cli.__main__ import main as cli_main
 from cli.demo import run_cycle as demo_cycle
-from cli.local_stack import LocalStack, environment, local_stack
+from cli.local_stack import LocalStack, app_settings, local_stack
 
 THRESHOLD = 5
 run_cycle = partial(demo_cycle, idle_seconds=0.4)
@@ -22,16 +22,10 @@ run_cycle = partial(demo_cycle, idle_seconds=0.4)
 
 @pytest_asyncio.fixture(scope="module")
 async def stack() -> AsyncIterator[LocalStack]:
-    from shared.bootstrap import current_container
-
     with local_stack(users=60, retry_base_seconds=0.2) as running:
-        env = {**running.env, "DEACTIVATION_THRESHOLD": str(THRESHOLD), "DEACTIVATION_THRESHOLD_PERCENT": "0"}
-        with environment(env):
+        async with app_settings(running, {"DEACTIVATION_THRESHOLD": str(THRESHOLD), "DEACTIVATION_THRESHOLD_PERCENT": "0"}):
             await run_cycle(running)
-            try:
-                yield running
-            finally:
-                await current_container().aclose()
+            yield running
 
 
 def state():

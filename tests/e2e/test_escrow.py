@@ -13,7 +13,7 @@ from typing import AsyncIterator
 import pytest_asyncio
 
 from cli.demo import run_cycle as demo_cycle
-from cli.local_stack import QUEUE, LocalStack, environment, local_stack
+from cli.local_stack import QUEUE, LocalStack, app_settings, local_stack
 from shared.core.escrow import EscrowEntry
 
 run_cycle = partial(demo_cycle, idle_seconds=0.4)
@@ -22,15 +22,10 @@ SIX_HOURS = timedelta(hours=6)
 
 @pytest_asyncio.fixture(scope="module")
 async def stack() -> AsyncIterator[LocalStack]:
-    from shared.bootstrap import current_container
-
     with local_stack(users=40, retry_base_seconds=0.2) as running:
-        with environment(running.env):
+        async with app_settings(running):
             running.first = await run_cycle(running)  # type: ignore[attr-defined]
-            try:
-                yield running
-            finally:
-                await current_container().aclose()
+            yield running
 
 
 def state():

@@ -8,7 +8,7 @@ from typing import AsyncIterator
 import pytest_asyncio
 
 from cli.demo import run_cycle as demo_cycle
-from cli.local_stack import LocalStack, environment, local_stack
+from cli.local_stack import LocalStack, app_settings, local_stack
 
 run_cycle = partial(demo_cycle, idle_seconds=0.4)
 DEFAULT = Path(__file__).resolve().parents[2] / "config" / "mapping.default.toml"
@@ -20,14 +20,11 @@ clause = [{ attribute = "givenName", operator = "IS NOT NULL" }]
 
 @pytest_asyncio.fixture(scope="module")
 async def stack(tmp_path_factory) -> AsyncIterator[LocalStack]:
-    from shared.bootstrap import current_container
-
     path = tmp_path_factory.mktemp("mapping") / "mapping.toml"
     path.write_text(MAPPING, encoding="utf-8")
     with local_stack(users=80) as running:
-        with environment({**running.env, "MAPPING_FILE": str(path), "DEACTIVATION_THRESHOLD_PERCENT": "0"}):
+        async with app_settings(running, {"MAPPING_FILE": str(path), "DEACTIVATION_THRESHOLD_PERCENT": "0"}):
             yield running
-            await current_container().aclose()
 
 
 def assigned_with_given_name(stack: LocalStack, has_given_name: bool) -> list[dict]:

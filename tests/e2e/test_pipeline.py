@@ -11,7 +11,7 @@ import pytest_asyncio
 from functools import partial
 
 from cli.demo import CycleFigures, run_cycle as demo_cycle
-from cli.local_stack import LocalStack, environment, local_stack
+from cli.local_stack import LocalStack, app_settings, local_stack
 from shared.core.mapping import MappingInput, default_salesforce_mapping
 from shared.core.messages import ReconcileMessage
 from shared.core.models import EntraUser
@@ -22,14 +22,10 @@ run_cycle = partial(demo_cycle, idle_seconds=0.4)  # loopback queues settle in m
 
 @pytest_asyncio.fixture(scope="module")
 async def stack() -> AsyncIterator[LocalStack]:
-    from shared.bootstrap import current_container
-
-    with local_stack(users=USERS, retry_base_seconds=0.2) as running, environment(running.env):
-        running.first_cycle = await run_cycle(running)  # type: ignore[attr-defined]
-        try:
+    with local_stack(users=USERS, retry_base_seconds=0.2) as running:
+        async with app_settings(running):
+            running.first_cycle = await run_cycle(running)  # type: ignore[attr-defined]
             yield running
-        finally:
-            await current_container().aclose()
 
 
 def alias_candidates(user: EntraUser) -> tuple[str, ...]:

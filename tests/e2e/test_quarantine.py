@@ -13,7 +13,7 @@ import pytest_asyncio
 
 from cli.__main__ import main as cli_main
 from cli.demo import run_cycle as demo_cycle
-from cli.local_stack import QUEUE, LocalStack, environment, local_stack
+from cli.local_stack import QUEUE, LocalStack, app_settings, environment, local_stack
 from emulators.functions_host import QueueTriggerHost, registered_functions
 
 run_cycle = partial(demo_cycle, idle_seconds=0.4)
@@ -28,15 +28,10 @@ UPPER_BOUND_SECONDS = 60.0  # a hang guard, not a timing: the steps take a few s
 
 @pytest_asyncio.fixture(scope="module")
 async def stack() -> AsyncIterator[LocalStack]:
-    from shared.bootstrap import current_container
-
     with local_stack(users=40, retry_base_seconds=0.2) as running:
-        with environment({**running.env, **FAST}):
+        async with app_settings(running, FAST):
             await run_cycle(running)
-            try:
-                yield running
-            finally:
-                await current_container().aclose()
+            yield running
 
 
 def container():

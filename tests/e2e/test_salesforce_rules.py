@@ -12,7 +12,7 @@ from typing import AsyncIterator, Iterator
 import pytest_asyncio
 
 from cli.demo import run_cycle as demo_cycle
-from cli.local_stack import QUEUE, LocalStack, environment, local_stack
+from cli.local_stack import QUEUE, LocalStack, app_settings, local_stack
 from cli.provisioning_log import ProvisioningLog
 from tests.functions.new_hires import hire, upn_of
 
@@ -26,18 +26,13 @@ MAPPING = DEFAULT.read_text(encoding="utf-8").replace(
 
 @pytest_asyncio.fixture(scope="module")
 async def stack(tmp_path_factory) -> AsyncIterator[LocalStack]:
-    from shared.bootstrap import current_container
-
     assert MAPPING != DEFAULT.read_text(encoding="utf-8")
     path = tmp_path_factory.mktemp("mapping") / "mapping.toml"
     path.write_text(MAPPING, encoding="utf-8")
     with local_stack(users=40, retry_base_seconds=0.2) as running:
-        with environment({**running.env, "MAPPING_FILE": str(path)}):
+        async with app_settings(running, {"MAPPING_FILE": str(path)}):
             await run_cycle(running)
-            try:
-                yield running
-            finally:
-                await current_container().aclose()
+            yield running
 
 
 def sf_user(stack: LocalStack, user_id: str) -> dict:
@@ -109,8 +104,6 @@ async def test_licence_exhaustion_parks_the_user_instead_of_dead_lettering(stack
 
 
 async def test_parked_user_is_created_once_a_licence_frees_up(stack: LocalStack):
-    from shared.bootstrap import current_container
-
     no_licence_left(stack)
     newcomer = hire(stack, "Mateo", "Silva", "Standard User")
 
@@ -118,29 +111,21 @@ async def test_parked_user_is_created_once_a_licence_frees_up(stack: LocalStack)
         used, total = stack.org.license_usage("Salesforce")
         stack.org.set_license_pool("Salesforce", max(total, used + 1))
 
-    with environment({"LICENSE_RETRY_SECONDS": "0.5", "RETRY_MAX_ATTEMPTS": "3"}):
-        try:
-            with audit_records() as records:
-                cycle = await demo_cycle(stack, free_a_licence, idle_seconds=0.4)
-        finally:
-            await current_container().aclose()
+    async with app_settings(stack, {"LICENSE_RETRY_SECONDS": "0.5", "RETRY_MAX_ATTEMPTS": "3"}):
+        with audit_records() as records:
+            cycle = await demo_cycle(stack, free_a_licence, idle_seconds=0.4)
     outcomes = [(r["status"], r["error_code"]) for r in records if r.get("kind") == "operation" and r["entra_id"] == newcomer]
     assert outcomes == [("retrying", "LICENSE_LIMIT_EXCEEDED"), ("success", None)]
     assert sf_user(stack, newcomer)["IsActive"] is True and cycle.dead_lettered == 0
 
 
 async def test_licence_still_missing_when_attempts_run_out_is_dead_lettered_once(stack: LocalStack):
-    from shared.bootstrap import current_container
-
     no_licence_left(stack)
     newcomer = hire(stack, "Kofi", "Mensah", "Standard User")
     mails = len(stack.graph.outbox)
-    with environment({"LICENSE_RETRY_SECONDS": "0.2", "RETRY_MAX_ATTEMPTS": "1"}):
-        try:
-            with audit_records() as records:
-                cycle = await run_cycle(stack)
-        finally:
-            await current_container().aclose()
+    async with app_settings(stack, {"LICENSE_RETRY_SECONDS": "0.2", "RETRY_MAX_ATTEMPTS": "1"}):
+        with audit_records() as records:
+            cycle = await run_cycle(stack)
     outcomes = [r["status"] for r in records if r.get("kind") == "operation" and r["entra_id"] == newcomer]
     assert outcomes == ["retrying", "failure"]
     assert cycle.summary.failures == {"LICENSE_LIMIT_EXCEEDED": 1} and cycle.dead_lettered == 1

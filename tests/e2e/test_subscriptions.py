@@ -14,7 +14,7 @@ import pytest_asyncio
 from azure.functions.timer import TimerRequest
 
 from cli.demo import run_cycle
-from cli.local_stack import QUEUE, LocalStack, environment, local_stack
+from cli.local_stack import QUEUE, LocalStack, app_settings, local_stack
 from emulators.functions_host import QueueTriggerHost, registered_functions
 from emulators.functions_http import HttpTriggerHost
 
@@ -24,18 +24,14 @@ CURSOR = "subscription:users"
 @pytest_asyncio.fixture(scope="module")
 async def stack() -> AsyncIterator[LocalStack]:
     import function_app
-    from shared.bootstrap import current_container
 
     with local_stack(users=60, retry_base_seconds=0.2) as running:
         async with HttpTriggerHost(function_app.app) as http:
             urls = {"NOTIFICATION_URL": http.url_for("graph_notifications"),
                     "LIFECYCLE_NOTIFICATION_URL": http.url_for("graph_lifecycle")}
-            with environment({**running.env, **urls}):
-                try:
-                    await run_cycle(running, idle_seconds=0.4)  # the first sync, by the detect timer
-                    yield running
-                finally:
-                    await current_container().aclose()
+            async with app_settings(running, urls):
+                await run_cycle(running, idle_seconds=0.4)  # the first sync, by the detect timer
+                yield running
 
 
 def functions() -> dict[str, Any]:

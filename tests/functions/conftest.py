@@ -8,7 +8,7 @@ from typing import Any, AsyncIterator, Callable, Iterator
 import pytest
 import pytest_asyncio
 
-from cli.local_stack import LocalStack, environment, local_stack
+from cli.local_stack import LocalStack, app_settings, local_stack
 from emulators.functions_host import registered_functions
 from shared.adapters.state_sqlite import SqliteStateStore
 
@@ -29,13 +29,9 @@ def stack_fixture(**options: Any):
 
     @pytest_asyncio.fixture(scope="module")
     async def stack() -> AsyncIterator[LocalStack]:
-        from shared.bootstrap import current_container
-
-        with local_stack(users=USERS, **options) as running, environment(running.env):
-            try:
+        with local_stack(users=USERS, **options) as running:
+            async with app_settings(running):
                 yield running
-            finally:
-                await current_container().aclose()  # the container these settings built, if any
 
     return stack
 

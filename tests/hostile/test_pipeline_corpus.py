@@ -19,7 +19,7 @@ import pytest_asyncio
 from azure.servicebus import ServiceBusMessage
 from azure.servicebus.amqp import AmqpAnnotatedMessage
 
-from cli.local_stack import QUEUE, LocalStack, environment, local_stack
+from cli.local_stack import QUEUE, LocalStack, app_settings, local_stack
 from emulators.functions_host import registered_functions, to_functions_message
 from emulators.salesforce.knobs import RawResponse
 from shared.adapters.state_sqlite import SqliteStateStore
@@ -36,15 +36,11 @@ REQUIRED_DEFAULTS = {"Alias": "decoy", "TimeZoneSidKey": "GMT", "LocaleSidKey": 
 
 @pytest_asyncio.fixture(scope="module")
 async def stack() -> AsyncIterator[LocalStack]:
-    from shared.bootstrap import current_container
-
     # Retries are scheduled ten minutes ahead, so none comes back while the module runs.
-    with local_stack(users=40, retry_base_seconds=600) as running, environment(running.env):
+    with local_stack(users=40, retry_base_seconds=600) as running:
         running.org.set_license_pool("Salesforce", LICENCES)
-        try:
+        async with app_settings(running):
             yield running
-        finally:
-            await current_container().aclose()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest_asyncio
 from azure.functions.timer import TimerRequest
 from yarl import URL
 
-from cli.local_stack import QUEUE, LocalStack, environment, local_stack
+from cli.local_stack import QUEUE, LocalStack, app_settings, local_stack
 from emulators.functions_host import registered_functions
 from emulators.functions_http import HttpTriggerHost
 from tests.functions.service_bus_io import QueueSession, queued_bodies
@@ -31,18 +31,14 @@ async def stack() -> AsyncIterator[tuple[LocalStack, HttpTriggerHost]]:
     """A stack whose app holds a users subscription (created by the real timer), with the webhooks
     served by the loopback HTTP host."""
     import function_app
-    from shared.bootstrap import current_container
 
     with local_stack(users=40) as running:
         async with HttpTriggerHost(function_app.app) as http:
             urls = {"NOTIFICATION_URL": http.url_for("graph_notifications"),
                     "LIFECYCLE_NOTIFICATION_URL": http.url_for("graph_lifecycle")}
-            with environment({**running.env, **urls}):
-                try:
-                    await registered_functions(function_app.app)["manage_subscriptions"](TimerRequest(past_due=False))
-                    yield running, http
-                finally:
-                    await current_container().aclose()
+            async with app_settings(running, urls):
+                await registered_functions(function_app.app)["manage_subscriptions"](TimerRequest(past_due=False))
+                yield running, http
 
 
 @pytest_asyncio.fixture(scope="module")
