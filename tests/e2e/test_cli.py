@@ -9,7 +9,10 @@ import pytest_asyncio
 
 from cli.__main__ import main
 from cli.local_stack import LocalStack, environment, local_stack
+from cli.provisioning_log import ProvisioningLog
 from shared.adapters.state_sqlite import SqliteStateStore
+
+WRITES = ("create", "update", "deactivate", "reactivate")
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -139,3 +142,34 @@ def test_unlink_forgets_the_link_and_the_next_sync_matches_afresh(stack: LocalSt
     assert state.get_link(user_id).salesforce_id == account
     assert stack.org.get_user(account)["LastName"] == "Matched"
     assert stack.org.get_user(wrong)["LastName"] == "Wrong"
+
+
+def test_the_provisioning_log_of_a_sync_matches_its_plan(stack: LocalStack, capsys):
+    """For every user the sync reconciles, the provisioning log records the write the plan showed (same
+    action, same Salesforce user, same fields) and no write the plan did not show. (The plan covers
+    every user in scope; the sync only the changed ones, so earlier failures stay planned, not synced.)"""
+    renamed, leaver = _assigned_user(stack, "plan.rename"), _assigned_user(stack, "plan.leaver")
+    main(["sync", "--json"])
+    stack.tenant.update_user(renamed, surname="Renamed", jobTitle="Buyer")
+    stack.tenant.update_user(leaver, accountEnabled=False)
+    hired = _assigned_user(stack, "plan.hire")
+    capsys.readouterr()
+
+    assert main(["plan", "--json"]) == 0
+    planned = {p["entraId"]: p for p in json.loads(capsys.readouterr().out)}
+    with ProvisioningLog() as log:
+        assert main(["sync", "--json"]) == 0
+    capsys.readouterr()
+    logged = {op["entra_id"]: op for op in log.operations()}
+
+    assert {hired, renamed, leaver} <= logged.keys()
+    for user_id, op in logged.items():
+        plan = planned.get(user_id, {"action": None, "changes": {}, "error": None, "salesforceId": None})
+        assert (op["action"] in WRITES) == (plan["action"] in WRITES and not plan["error"]), user_id
+        if op["action"] in WRITES:
+            assert (op["action"], op["status"]) == (plan["action"], "success"), user_id
+            assert set(op["modified_properties"].split(",")) == set(plan["changes"]), user_id
+            assert plan["salesforceId"] in (None, op["salesforce_id"]), user_id
+    assert planned[renamed]["changes"]["LastName"] == ["Cli", "Renamed"]
+    assert planned[leaver]["changes"]["IsActive"] == [True, False]
+    assert planned[hired]["action"] == "create" and planned[hired]["salesforceId"] is None
