@@ -30,6 +30,7 @@ def print_table(result: ScenarioResult) -> None:
     rows += [
         ("dead-letter problems", figures["dead_letter_problems"]),
         ("failure digest emails", figures["emails"]),
+        ("quarantine alerts", figures["quarantine_alerts"]),
         ("Salesforce calls", figures["salesforce_calls"]),
         ("Graph calls (in-process workers)", figures["graph_calls"]),
         ("Graph requests served (batch items too)", figures["graph_requests_served"]),

@@ -19,6 +19,7 @@ from shared.core.planning import out_of_scope_reason
 from shared.core.salesforce_rules import normalize_picklists
 
 DIGEST_SUBJECT = re.compile(r"^Salesforce provisioning: \d+ failures? \(")
+QUARANTINE_SUBJECT = "Salesforce provisioning quarantined:"
 _SECTION = re.compile(r"^== (\S+) \(")
 _MESSAGE = re.compile(r"^  message (\S+), at ")
 _USER = re.compile(r"^- user (\S+): ")
@@ -37,6 +38,7 @@ class Findings:
     dead_lettered: Counter[str] = field(default_factory=Counter)  # original reason → messages
     dead_letter_problems: list[str] = field(default_factory=list)
     emails: int = 0
+    quarantines: int = 0  # quarantine alerts sent (the app stopped calling Salesforce for a while)
 
     @property
     def converged_percent(self) -> float:
@@ -65,6 +67,7 @@ def check(stack: LocalStack, mapping: AttributeMapping, profile_priority: tuple[
     found.deleted += [f"{n} DELETE calls" for n in [org.calls.by_kind.get("user_delete", 0)] if n]
     digests = _digest_entries(stack)
     found.emails = len({index for index, _, _, _ in digests})
+    found.quarantines = sum(1 for mail in stack.graph.outbox if mail.subject.startswith(QUARANTINE_SUBJECT))
     reported = {entra_id for _, _, entra_id, _ in digests}
     _check_dead_letters(stack, failures, audited, digests, found)
 

@@ -83,6 +83,7 @@ class ScenarioResult:
             "dead_lettered": dict(f.dead_lettered.most_common()),
             "dead_letter_problems": len(f.dead_letter_problems),
             "emails": f.emails,
+            "quarantine_alerts": f.quarantines,
             "salesforce_calls": self.salesforce_calls,
             "graph_calls": self.graph_calls,
             "graph_requests_served": self.graph_requests_served,
