@@ -15,7 +15,7 @@ import inspect
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Literal
+from typing import Any, Awaitable, Callable, Literal, TypeVar
 
 import azure.functions as func
 from azure.functions.meta import Datum
@@ -25,6 +25,9 @@ from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver
 from azure.servicebus.exceptions import ServiceBusError
 
 log = logging.getLogger(__name__)
+
+OPERATION_TIMEOUT_SECONDS = 30.0  # a receive, settlement or renewal pending longer means a stuck link
+T = TypeVar("T")
 
 FunctionHandler = Callable[[func.ServiceBusMessage], "Awaitable[None] | None"]
 Outcome = Literal["completed", "abandoned", "lock_lost"]
@@ -127,6 +130,7 @@ class QueueTriggerHost:
         self.max_auto_lock_renewal_seconds = max_auto_lock_renewal_seconds
         self.on_invocation = on_invocation
         self._stopping = asyncio.Event()
+        self._last_activity = 0.0  # loop time of the last batch, across reconnections
 
     def stop(self) -> None:
         """Stop receiving; calls in progress finish and are settled."""
@@ -134,44 +138,62 @@ class QueueTriggerHost:
 
     async def run(self, *, idle_seconds: float | None = None, poll_seconds: float = 1.0) -> list[Invocation]:
         """Receive and dispatch until stop(), or until nothing arrived and nothing ran for
-        `idle_seconds`. Returns every invocation, in the order they were settled."""
+        `idle_seconds`. Returns every invocation, in the order they were settled. A receiver that
+        stops answering (an SDK call pending past OPERATION_TIMEOUT_SECONDS) is replaced by a new
+        connection, as the host recovers its listener; what it held is delivered again."""
         invocations: list[Invocation] = []
         loop = asyncio.get_running_loop()
-        wait = min(poll_seconds, idle_seconds) if idle_seconds else poll_seconds
-        async with ServiceBusClient.from_connection_string(self.connection_string) as client:
-            receiver = client.get_queue_receiver(
-                self.queue_name,
-                sub_queue=ServiceBusSubQueue.DEAD_LETTER if self.dead_letter else None,
-                # no keep-alive pings: the receiver polls anyway, and closing need not wait
-                # out the keep-alive task's 1 s sleep
-                keep_alive=0,
-            )
-            async with receiver:
-                last_activity = loop.time()
-                while not self._stopping.is_set():
-                    # Receive a batch, run its calls concurrently, then settle one by one: with
-                    # the async SDK, settlements awaiting their outcomes concurrently (or while a
-                    # receive runs) take ~200 ms each instead of well under 1 ms.
-                    messages = await receiver.receive_messages(
-                        max_message_count=self.max_concurrent_calls, max_wait_time=wait)
-                    if messages:
-                        bindings = [to_functions_message(m) for m in messages]
-                        calls_done = asyncio.Event()
-                        renewing = asyncio.create_task(self._keep_locks(receiver, messages, calls_done))
-                        try:
-                            if self.many:
-                                errors = [await self._call(bindings)] * len(bindings)
-                            else:
-                                errors = await asyncio.gather(*(self._call(b) for b in bindings))
-                        finally:
-                            calls_done.set()
-                            await renewing
-                        for message, binding, error in zip(messages, bindings, errors):
-                            invocations.append(await self._settle(receiver, message, binding, error))
-                        last_activity = loop.time()
-                    elif idle_seconds is not None and loop.time() - last_activity >= idle_seconds:
-                        break
+        self._last_activity = loop.time()
+        while not self._stopping.is_set():
+            try:
+                await self._listen(invocations, idle_seconds, poll_seconds)
+                break
+            except _ReceiverStuck as stuck:
+                log.warning("the Service Bus receiver stopped answering (%s); reconnecting", stuck)
         return invocations
+
+    async def _listen(self, invocations: list[Invocation], idle_seconds: float | None, poll_seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        wait = min(poll_seconds, idle_seconds) if idle_seconds else poll_seconds
+        client = await ServiceBusClient.from_connection_string(self.connection_string).__aenter__()
+        receiver = client.get_queue_receiver(
+            self.queue_name,
+            sub_queue=ServiceBusSubQueue.DEAD_LETTER if self.dead_letter else None,
+            # no keep-alive pings: the receiver polls anyway, and closing need not wait
+            # out the keep-alive task's 1 s sleep
+            keep_alive=0,
+        )
+        try:
+            await _bounded(receiver.__aenter__(), "open")
+            while not self._stopping.is_set():
+                # Receive a batch, run its calls concurrently, then settle one by one: with
+                # the async SDK, settlements awaiting their outcomes concurrently (or while a
+                # receive runs) take ~200 ms each instead of well under 1 ms.
+                messages = await _bounded(receiver.receive_messages(
+                    max_message_count=self.max_concurrent_calls, max_wait_time=wait), "receive")
+                if messages:
+                    bindings = [to_functions_message(m) for m in messages]
+                    calls_done = asyncio.Event()
+                    renewing = asyncio.create_task(self._keep_locks(receiver, messages, calls_done))
+                    try:
+                        if self.many:
+                            errors = [await self._call(bindings)] * len(bindings)
+                        else:
+                            errors = await asyncio.gather(*(self._call(b) for b in bindings))
+                    finally:
+                        calls_done.set()
+                        await renewing
+                    for message, binding, error in zip(messages, bindings, errors):
+                        invocations.append(await self._settle(receiver, message, binding, error))
+                    self._last_activity = loop.time()
+                elif idle_seconds is not None and loop.time() - self._last_activity >= idle_seconds:
+                    return
+        finally:
+            for handler in (receiver, client):
+                try:
+                    await asyncio.wait_for(handler.close(), OPERATION_TIMEOUT_SECONDS)
+                except (asyncio.TimeoutError, ServiceBusError):
+                    pass  # a stuck connection is abandoned; the broker lets its locks expire
 
     async def _keep_locks(self, receiver: ServiceBusReceiver, messages: list[ServiceBusReceivedMessage],
                           calls_done: asyncio.Event) -> None:
@@ -192,7 +214,7 @@ class QueueTriggerHost:
                 pass
             for message in list(held):
                 try:
-                    await receiver.renew_message_lock(message)
+                    await _bounded(receiver.renew_message_lock(message), "renew-lock")
                 except ServiceBusError as exc:  # already lost: the message will be delivered again
                     log.warning("could not renew the lock of message %s: %s", message.message_id, type(exc).__name__)
                     held.remove(message)
@@ -218,10 +240,10 @@ class QueueTriggerHost:
                       binding: func.ServiceBusMessage, error: Exception | None) -> Invocation:
         try:
             if error is None:
-                await receiver.complete_message(message)
+                await _bounded(receiver.complete_message(message), "complete")
                 outcome: Outcome = "completed"
             else:
-                await receiver.abandon_message(message)
+                await _bounded(receiver.abandon_message(message), "abandon")
                 outcome = "abandoned"
         except ServiceBusError as exc:  # e.g. the lock expired while the function ran
             log.warning("could not settle message %s: %s", message.message_id, type(exc).__name__)
@@ -231,6 +253,17 @@ class QueueTriggerHost:
             self.on_invocation(invocation)
         return invocation
 
+
+
+class _ReceiverStuck(Exception):
+    """An SDK call on the receiver got no answer in time."""
+
+
+async def _bounded(call: Awaitable[T], what: str) -> T:
+    try:
+        return await asyncio.wait_for(call, OPERATION_TIMEOUT_SECONDS)
+    except asyncio.TimeoutError:
+        raise _ReceiverStuck(f"{what} unanswered after {OPERATION_TIMEOUT_SECONDS:g} s") from None
 
 
 _INDEXED: dict[int, list[Any]] = {}

@@ -20,7 +20,7 @@ import logging
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
@@ -66,7 +66,6 @@ class ScenarioResult:
     tenant_changes: dict[str, int]
     invocations: int
     duplicates_dropped: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def figures(self) -> dict[str, Any]:
         f = self.findings
@@ -157,9 +156,9 @@ class _Run:
             self._reassign_and_edit(changes)
             stack.graph.delta.expire_tokens()
             await self._detect()  # a full resync
-            await self._until(lambda: self._drained(), draining)
+            await self._until(self._drained, draining)
             await self._detect()  # whatever is left
-            await self._until(lambda: self._drained(), draining)
+            await self._until(self._drained, draining)
         finally:
             host.stop()
             await draining
