@@ -162,11 +162,14 @@ def _digest_entries(stack: LocalStack) -> list[tuple[int, str, str, str]]:
 
 def _check_dead_letters(stack: LocalStack, failures: Mapping[str, FailureRecord | None], audited: list[dict[str, Any]],
                         digests: list[tuple[int, str, str, str]], found: Findings) -> None:
-    """Each dead letter kept its original reason and is in exactly one digest under that reason; each
+    """Each dead letter kept its original reason; each user's failure (user and reason: its repeats,
+    e.g. a duplicate message, are not mailed again) is in exactly one digest, under that reason; each
     permanent failure the provisioning log recorded was dead-lettered."""
-    emailed: dict[str, list[str]] = defaultdict(list)
-    for _, code, _, message_id in digests:
-        emailed[message_id].append(code)
+    mailed_in: dict[tuple[str, str], set[int]] = defaultdict(set)
+    listed: dict[str, str] = {}
+    for index, code, entra_id, message_id in digests:
+        mailed_in[(entra_id, code)].add(index)
+        listed[message_id] = code
     dead = [m.message_id or "" for m in stack.servicebus.messages_seen(QUEUE, dead_letter=True)]
     for message_id in dead:
         failure = failures.get(message_id)
@@ -174,14 +177,17 @@ def _check_dead_letters(stack: LocalStack, failures: Mapping[str, FailureRecord 
             found.dead_letter_problems.append(f"dead letter {message_id} lost its original reason")
             continue
         found.dead_lettered[failure.code] += 1
-        if emailed.get(message_id) != [failure.code]:
+        if listed.get(message_id, failure.code) != failure.code:
             found.dead_letter_problems.append(
-                f"dead letter {message_id} ({failure.code}) is in {len(emailed.get(message_id, []))} digests as "
-                f"{sorted(set(emailed.get(message_id, [])))}")
+                f"dead letter {message_id} ({failure.code}) is mailed as {listed[message_id]}")
+        emails = mailed_in.get((failure.entra_id, failure.code), set())
+        if len(emails) != 1:
+            found.dead_letter_problems.append(
+                f"failure {failure.code} of {failure.entra_id or 'an unknown user'} is in {len(emails)} digests")
     for record in audited:
         if record.get("kind") == "operation" and record.get("status") == "failure" and record["message_id"] not in dead:
             found.dead_letter_problems.append(
                 f"failure {record['error_code']} of {record['entra_id']} (message {record['message_id']}) "
                 "was not dead-lettered")
-    extra = set(emailed) - set(dead)
+    extra = set(listed) - set(dead)
     found.dead_letter_problems += [f"digest lists message {m}, which was never dead-lettered" for m in sorted(extra)]
