@@ -27,7 +27,7 @@ from typing import Any, Callable
 from azure.functions.timer import TimerRequest
 
 from cli.demo import max_concurrent_calls
-from cli.local_stack import QUEUE, LocalStack, environment, local_stack
+from cli.local_stack import QUEUE, LocalStack, app_settings, local_stack
 from cli.provisioning_log import ProvisioningLog
 from emulators.functions_host import Invocation, QueueTriggerHost, registered_functions
 from emulators.graph.demo_tenant import DemoChanges, apply_demo_changes
@@ -95,14 +95,10 @@ class ScenarioResult:
 
 
 async def run_scenario(users: int, seed: int = 7) -> ScenarioResult:
-    from shared.bootstrap import current_container
-
     with local_stack(users=users, seed=seed, lock_seconds=LOCK_SECONDS, settings=SETTINGS) as stack, \
-            environment(stack.env), ProvisioningLog() as plog:
-        try:
+            ProvisioningLog() as plog:
+        async with app_settings(stack):
             return await _Run(stack, seed, plog).run()
-        finally:
-            await current_container().aclose()
 
 
 class _Run:
