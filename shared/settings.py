@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     # Quarantine: Salesforce is left alone while it rejects the credentials or while more than this share
     # of at least QUARANTINE_MIN_OPERATIONS counted operations failed within the window (0: ratio off).
     QUARANTINE_FAILURE_RATIO: float = Field(0.4, ge=0, le=1)
-    QUARANTINE_MIN_OPERATIONS: int = Field(50, ge=1)
+    QUARANTINE_MIN_OPERATIONS: int = Field(20, ge=1)
     QUARANTINE_WINDOW_MINUTES: float = Field(15.0, gt=0)
     # The first probe after this; later probes and deferred messages wait twice as long each time, at most the max.
     QUARANTINE_BACKOFF_BASE_SECONDS: float = Field(60.0, gt=0)

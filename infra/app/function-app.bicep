@@ -162,7 +162,7 @@ var appSettings = {
   DEACTIVATION_WINDOW_MINUTES: '60'
   // Quarantine: no Salesforce calls while credentials are rejected or most operations fail; probes back off.
   QUARANTINE_FAILURE_RATIO: '0.4'
-  QUARANTINE_MIN_OPERATIONS: '50'
+  QUARANTINE_MIN_OPERATIONS: '20'
   QUARANTINE_WINDOW_MINUTES: '15'
   QUARANTINE_BACKOFF_BASE_SECONDS: '60'
   QUARANTINE_BACKOFF_MAX_SECONDS: '3600'

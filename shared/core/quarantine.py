@@ -78,14 +78,19 @@ def classify(action: str | None, error: ProvisioningError | None) -> Outcome:
 
 
 def count_outcomes(outcomes: Iterable[tuple[str | None, ProvisioningError | None]]) -> OutcomeCounts:
+    """Successes count per user; a failure counts once per error: one failed Salesforce call (a query or
+    a collection write) hands the same error to every user of its batch, and is one failure, not 200,
+    so a few failed calls among many good ones do not look like an outage."""
     succeeded = failed = 0
     auth_code: str | None = None
     codes: dict[str, int] = {}
+    seen: set[int] = set()
     for action, error in outcomes:
         kind = classify(action, error)
         if kind == "success":
             succeeded += 1
-        elif kind in ("failure", "auth"):
+        elif kind in ("failure", "auth") and id(error) not in seen:
+            seen.add(id(error))
             failed += 1
             assert error is not None
             codes[error.code] = codes.get(error.code, 0) + 1

@@ -48,7 +48,7 @@ NOTICE_LEASE = "quarantine/notice"
 @dataclass(frozen=True, slots=True)
 class QuarantineConfig:
     failure_ratio: float = 0.4  # 0: only credential failures quarantine
-    min_operations: int = 50
+    min_operations: int = 20
     window_seconds: float = 900.0
     backoff_base_seconds: float = 60.0
     backoff_max_seconds: float = 3600.0

@@ -54,12 +54,14 @@ def test_one_users_data_and_other_systems_are_not_counted(error):
     assert classify("create", error) == "ignored"
 
 
-def test_counting_a_batch_names_the_most_frequent_code_and_any_auth_failure():
+def test_counting_a_batch_counts_a_failed_call_once_and_names_any_auth_failure():
     down = salesforce_error(503, "SERVER_UNAVAILABLE", "down")
     taken = salesforce_error(None, "DUPLICATE_USERNAME", "taken")
     counts = count_outcomes([("update", None), ("create", down), ("create", down), ("create", taken), ("skip", None),
                              ("update", salesforce_error(None, "Timeout", "slow"))])
-    assert (counts.succeeded, counts.failed, counts.top_code, counts.auth_code) == (1, 3, "SERVER_UNAVAILABLE", None)
+    assert (counts.succeeded, counts.failed, counts.top_code, counts.auth_code) == (1, 2, "SERVER_UNAVAILABLE", None)
+    each = [salesforce_error(None, "UNABLE_TO_LOCK_ROW", "busy") for _ in range(3)]  # per-record errors
+    assert count_outcomes([("update", e) for e in each]).failed == 3
     auth = count_outcomes([("update", SessionExpired("INVALID_SESSION_ID", "x", system="salesforce"))])
     assert auth.auth_code == "INVALID_SESSION_ID" and auth.failed == 1
 

@@ -63,7 +63,9 @@ class Result:
 
 
 def failed(n: int) -> list[Result]:
-    return [Result(f"0000000{i}-0000-0000-0000-000000000000", Operation("update", "x"), DOWN) for i in range(n)]
+    """n users whose n separate Salesforce calls failed (one failed call shared by a batch counts once)."""
+    return [Result(f"0000000{i}-0000-0000-0000-000000000000", Operation("update", "x"),
+                   salesforce_error(503, "SERVER_UNAVAILABLE", "down")) for i in range(n)]
 
 
 def succeeded(entra_id: str) -> list[Result]:
