@@ -3,60 +3,17 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from typing import Any, AsyncIterator
 
 import pytest
 
-from emulators.salesforce import EmulatedOrg, EmulatorHandle, UsernameRegistry, run_salesforce_emulator
+from emulators.salesforce import EmulatedOrg, EmulatorHandle, UsernameRegistry
 from shared.adapters.salesforce import SalesforceRestOrg
 from shared.adapters.salesforce_client import client_credentials_client, dev_token_client
 from shared.core.errors import ConfigurationError, PermanentError, SessionExpired, TransientError
 
+from .salesforce_records import assert_counts_match, record
+
 FIELDS = ["Username", "Email", "IsActive", "Title"]
-
-
-@pytest.fixture
-def registry() -> UsernameRegistry:
-    return UsernameRegistry()
-
-
-@pytest.fixture
-def org(registry: UsernameRegistry) -> EmulatedOrg:
-    org = EmulatedOrg(registry=registry, licenses={"Salesforce": 1000, "Chatter Free": 5000, "Platform": 1})
-    org.add_profile("Platform User", "Platform")
-    return org
-
-
-@pytest.fixture
-async def emulator(org: EmulatedOrg) -> AsyncIterator[EmulatorHandle]:
-    with run_salesforce_emulator(org) as handle:
-        yield handle
-
-
-@pytest.fixture
-def adapter(emulator: EmulatorHandle) -> SalesforceRestOrg:
-    return SalesforceRestOrg(partial(dev_token_client, emulator.instance_url, emulator.token, emulator.ca_path), timeout=5)
-
-
-def record(org: EmulatedOrg, username: str, profile: str = "Standard User", **overrides: Any) -> dict[str, Any]:
-    fields = {
-        "Username": username,
-        "LastName": "Tester",
-        "Email": username,
-        "Alias": username[:8],
-        "TimeZoneSidKey": "Europe/Berlin",
-        "LocaleSidKey": "de_DE",
-        "EmailEncodingKey": "UTF-8",
-        "LanguageLocaleKey": "de",
-        "ProfileId": org.profile_id(profile),
-    }
-    fields.update(overrides)
-    return {k: v for k, v in fields.items() if v is not None}
-
-
-def assert_counts_match(adapter: SalesforceRestOrg, org: EmulatedOrg) -> None:
-    assert (adapter.calls.total, adapter.calls.writes) == (org.calls.total, org.calls.writes)
-    assert adapter.calls.queries == org.calls.by_kind["query"] + org.calls.by_kind["query_more"]
 
 
 async def test_profile_ids_are_queried_once_and_cached(adapter: SalesforceRestOrg, org: EmulatedOrg) -> None:

@@ -6,7 +6,7 @@ from shared.core.errors import PermanentError
 from shared.core.models import PermissionSetAssignment
 from shared.core.permission_sets import PermissionTarget
 
-from .test_salesforce_adapter import adapter, assert_counts_match, emulator, org, record, registry  # noqa: F401
+from .salesforce_records import assert_counts_match, record
 
 OPS = PermissionTarget("PermissionSet", "Sales_Ops")
 AGENTS = PermissionTarget("PermissionSetGroup", "Support_Agents")
