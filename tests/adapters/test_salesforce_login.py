@@ -7,15 +7,15 @@ from __future__ import annotations
 import logging
 from functools import partial
 from typing import Any, Iterator
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import jwt
 import pytest
 import requests
 import trustme
-from requests.adapters import HTTPAdapter
 
 from emulators.salesforce import EmulatedOrg, EmulatorHandle, run_salesforce_emulator
+from emulators.salesforce.login_routing import login_session
 from shared.adapters.salesforce import SalesforceRestOrg
 from shared.adapters.salesforce_client import (
     API_VERSION,
@@ -29,22 +29,6 @@ from shared.core.errors import ConfigurationError, PermanentError
 from shared.settings import load_settings
 
 INTEGRATION_USER = "integration@contoso.com"
-
-
-class ToEmulator(HTTPAdapter):
-    """simple-salesforce builds login URLs as https://{domain}.salesforce.com and nothing else; this
-    transport sends those requests to the emulator instead (same path, same TLS verification)."""
-
-    def __init__(self, emulator_url: str, seen: list[requests.PreparedRequest]) -> None:
-        super().__init__()
-        self.emulator_url = emulator_url
-        self.seen = seen
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        self.seen.append(request.copy())
-        parts = urlsplit(request.url or "")
-        request.url = self.emulator_url + parts.path + (f"?{parts.query}" if parts.query else "")
-        return super().send(request, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -64,17 +48,6 @@ def emulator(signing: trustme.LeafCert) -> Iterator[EmulatorHandle]:
     org.register_connected_app("cc-app", consumer_secret="s3cret")
     with run_salesforce_emulator(org) as handle:
         yield handle
-
-
-def login_session(emulator: EmulatorHandle, *login_hosts: str,
-                  seen: list[requests.PreparedRequest] | None = None) -> requests.Session:
-    """A session whose requests to the login hosts reach the emulator; `seen` collects those requests."""
-    session = requests.Session()
-    session.trust_env = False
-    session.verify = emulator.ca_path
-    for host in login_hosts:
-        session.mount(f"https://{host}/", ToEmulator(emulator.instance_url, seen if seen is not None else []))
-    return session
 
 
 async def test_jwt_bearer_logs_in_and_logs_in_again_when_the_session_expires(

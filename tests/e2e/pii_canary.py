@@ -307,7 +307,7 @@ async def exercise_logins(stack: Any) -> dict[str, str]:
     from shared.adapters.salesforce import SalesforceRestOrg
     from shared.adapters.salesforce_client import client_credentials_client, jwt_bearer_client
     from shared.core.errors import ProvisioningError
-    from tests.adapters.test_salesforce_login import login_session
+    from emulators.salesforce.login_routing import login_session
 
     session = login_session(stack.salesforce, "login.salesforce.com", f"{MY_DOMAIN}.salesforce.com")
     key, secret = os.environ["SALESFORCE_PRIVATE_KEY"], os.environ["SALESFORCE_CONSUMER_SECRET"]
