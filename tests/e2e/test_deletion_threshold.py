@@ -16,6 +16,8 @@ from cli.__main__ import main as cli_main
 from cli.demo import run_cycle as demo_cycle
 from cli.local_stack import LocalStack, app_settings, local_stack
 
+from .untouched_users import untouched_users
+
 THRESHOLD = 5
 run_cycle = partial(demo_cycle, idle_seconds=0.4)
 
@@ -39,16 +41,7 @@ _USED: set[str] = set()
 
 def active_users(stack: LocalStack, count: int) -> list[str]:
     """Provisioned, enabled users no earlier step touched."""
-    chosen = []
-    for user_id in sorted(stack.demo.expected_roles):
-        link = state().get_link(user_id)
-        user = stack.tenant.find_user(user_id)
-        if link and link.last_outcome != "deactivate" and user and user.get("accountEnabled", True) and user_id not in _USED:
-            chosen.append(user_id)
-            _USED.add(user_id)
-            if len(chosen) == count:
-                return chosen
-    raise AssertionError("not enough provisioned users left")
+    return untouched_users(stack, state(), count, _USED)
 
 
 def is_active(stack: LocalStack, user_id: str) -> bool:

@@ -16,6 +16,8 @@ from cli.demo import run_cycle as demo_cycle
 from cli.local_stack import QUEUE, LocalStack, app_settings, environment, local_stack
 from emulators.functions_host import QueueTriggerHost, registered_functions
 
+from .untouched_users import untouched_users
+
 run_cycle = partial(demo_cycle, idle_seconds=0.4)
 FAST = {
     "QUARANTINE_MIN_OPERATIONS": "4",
@@ -52,17 +54,10 @@ _USED: set[str] = set()
 
 def rename(stack: LocalStack, count: int, surname: str) -> list[str]:
     """Give `count` provisioned users no earlier step touched a new surname; their ids."""
-    chosen = []
-    for user_id in sorted(stack.demo.expected_roles):
-        link = container().state.get_link(user_id)
-        user = stack.tenant.find_user(user_id)
-        if link and link.last_outcome != "deactivate" and user and user.get("accountEnabled", True) and user_id not in _USED:
-            stack.tenant.update_user(user_id, surname=f"{surname}{len(chosen)}")
-            chosen.append(user_id)
-            _USED.add(user_id)
-            if len(chosen) == count:
-                return chosen
-    raise AssertionError("not enough provisioned users left")
+    chosen = untouched_users(stack, container().state, count, _USED)
+    for i, user_id in enumerate(chosen):
+        stack.tenant.update_user(user_id, surname=f"{surname}{i}")
+    return chosen
 
 
 def last_name(stack: LocalStack, user_id: str) -> str:
